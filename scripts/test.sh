@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the integration tests against real MariaDB servers, and the
+# jepsen checker tests. Creates the Python venv the client tests need on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x target/venv/bin/python ]; then
+  python3 -m venv target/venv
+fi
+if ! target/venv/bin/python -c 'import pymysql, sqlalchemy' 2>/dev/null; then
+  target/venv/bin/pip install -q -r tests/requirements.txt
+fi
+exec cargo test --workspace "$@"

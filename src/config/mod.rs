@@ -1,0 +1,417 @@
+//! Configuration in two stages, as ripgrep does it: raw settings from three sources (a TOML file,
+//! `CERTUS_*` environment variables and command-line flags, later ones winning) are merged into
+//! [`RawNodeConfig`], then validated once into [`NodeConfig`], which is passed down explicitly.
+//! Validation reports every wrong setting in one message, never just the first.
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendMode {
+    /// certus installs, starts and supervises its own mariadbd under the data dir.
+    Managed,
+    /// certus connects to a MariaDB the operator runs, and checks its settings at start.
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every node setting. In the TOML file the `backend_*` keys may also be written inside a
+/// `[backend]` table without the prefix (`[backend] mode = "external"`).
+#[derive(Debug, Clone, Default, Deserialize, Args)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeConfig {
+    /// Node name, shown in status output (default: node<node-id>).
+    #[arg(long, env = "CERTUS_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Node id, 1-based, unique in the cluster; also the backend's server_id base (default 1).
+    #[arg(long, env = "CERTUS_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address clients connect to with the MySQL protocol (default 127.0.0.1:3306).
+    #[arg(long, env = "CERTUS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the node's state and, in managed mode, its MariaDB (required).
+    #[arg(long, env = "CERTUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log output format: text or json (default text). The filter comes from RUST_LOG.
+    #[arg(long, env = "CERTUS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Seconds a client may stay idle between commands before the node closes it (default 28800,
+    /// MariaDB's wait_timeout).
+    #[arg(long, env = "CERTUS_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds a client may take to finish sending a packet it has started (default 30, MariaDB's
+    /// net_read_timeout).
+    #[arg(long, env = "CERTUS_NET_READ_TIMEOUT")]
+    pub net_read_timeout: Option<u64>,
+    /// Backend mode: managed (default) or external.
+    #[arg(long, env = "CERTUS_BACKEND_MODE")]
+    pub backend_mode: Option<BackendMode>,
+    /// External mode: the backend's unix socket (use this or --backend-address).
+    #[arg(long, env = "CERTUS_BACKEND_SOCKET")]
+    pub backend_socket: Option<PathBuf>,
+    /// External mode: the backend's host:port (use this or --backend-socket).
+    #[arg(long, env = "CERTUS_BACKEND_ADDRESS")]
+    pub backend_address: Option<String>,
+    /// External mode: the node's service account on the backend.
+    #[arg(long, env = "CERTUS_BACKEND_USER")]
+    pub backend_user: Option<String>,
+    /// External mode: the service account's password.
+    #[arg(long, env = "CERTUS_BACKEND_PASSWORD", hide_env_values = true)]
+    pub backend_password: Option<String>,
+    /// Managed mode: also listen on this TCP port on 127.0.0.1 (default: unix socket only).
+    #[arg(long, env = "CERTUS_BACKEND_PORT")]
+    pub backend_port: Option<u16>,
+    /// Managed mode: the mariadbd binary (default: found on PATH or in /usr/sbin).
+    #[arg(long, env = "CERTUS_MARIADBD")]
+    pub mariadbd: Option<PathBuf>,
+    /// Managed mode: the mariadb-install-db binary (default: found on PATH or in /usr/bin).
+    #[arg(long, env = "CERTUS_INSTALL_DB")]
+    pub install_db: Option<PathBuf>,
+    /// Managed mode: extra `key=value` lines for the generated my.cnf (repeatable).
+    #[arg(
+        long = "backend-option",
+        env = "CERTUS_BACKEND_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub backend_options: Option<Vec<String>>,
+    #[arg(skip)]
+    #[serde(default)]
+    backend: Option<RawBackendTable>,
+}
+
+/// The `[backend]` table form of the `backend_*` keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendTable {
+    mode: Option<BackendMode>,
+    socket: Option<PathBuf>,
+    address: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    port: Option<u16>,
+    mariadbd: Option<PathBuf>,
+    install_db: Option<PathBuf>,
+    options: Option<Vec<String>>,
+}
+
+macro_rules! overlay {
+    ($dst:ident, $src:ident; $($field:ident),*) => {
+        $( if $src.$field.is_some() { $dst.$field = $src.$field; } )*
+    };
+}
+
+impl RawNodeConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let mut raw: RawNodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if let Some(b) = raw.backend.take() {
+            let table = RawNodeConfig {
+                backend_mode: b.mode,
+                backend_socket: b.socket,
+                backend_address: b.address,
+                backend_user: b.user,
+                backend_password: b.password,
+                backend_port: b.port,
+                mariadbd: b.mariadbd,
+                install_db: b.install_db,
+                backend_options: b.options,
+                ..Default::default()
+            };
+            raw.overlay(table);
+        }
+        Ok(raw)
+    }
+
+    /// Settings in `top` win over settings in `self`.
+    pub fn overlay(&mut self, top: RawNodeConfig) {
+        overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
+            net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
+            backend_password, backend_port, mariadbd, install_db, backend_options);
+    }
+
+    /// Validates every setting and reports all problems at once.
+    pub fn validate(self) -> Result<NodeConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let node_id = self.node_id.unwrap_or(1);
+        if node_id == 0 || node_id > 1000 {
+            problems.push(format!("node_id must be between 1 and 1000, got {node_id}"));
+        }
+        let data_dir = match self.data_dir {
+            Some(d) => d,
+            None => {
+                problems.push("data_dir is required (--data-dir, CERTUS_DATA_DIR or data_dir in the config file)".into());
+                PathBuf::new()
+            }
+        };
+        let mode = self.backend_mode.unwrap_or(BackendMode::Managed);
+        let backend = match mode {
+            BackendMode::Managed => {
+                for (set, name) in [
+                    (self.backend_socket.is_some(), "backend socket"),
+                    (self.backend_address.is_some(), "backend address"),
+                    (self.backend_user.is_some(), "backend user"),
+                    (self.backend_password.is_some(), "backend password"),
+                ] {
+                    if set {
+                        problems.push(format!(
+                            "{name} is for external mode; managed mode generates its own"
+                        ));
+                    }
+                }
+                let mut options = Vec::new();
+                for opt in self.backend_options.unwrap_or_default() {
+                    match opt.split_once('=') {
+                        Some((k, v))
+                            if !k.trim().is_empty()
+                                && !k.contains(['\n', '['])
+                                && !v.contains('\n') =>
+                        {
+                            options.push((k.trim().to_owned(), v.trim().to_owned()))
+                        }
+                        _ => {
+                            problems.push(format!("backend option {opt:?} is not a key=value line"))
+                        }
+                    }
+                }
+                BackendConfig::Managed(ManagedBackend {
+                    mariadbd: self.mariadbd.unwrap_or_else(|| {
+                        find_binary("mariadbd", &["/usr/sbin", "/usr/bin", "/usr/local/bin"])
+                    }),
+                    install_db: self.install_db.unwrap_or_else(|| {
+                        find_binary(
+                            "mariadb-install-db",
+                            &["/usr/bin", "/usr/local/bin", "/usr/sbin"],
+                        )
+                    }),
+                    tcp_port: self.backend_port,
+                    options,
+                })
+            }
+            BackendMode::External => {
+                let endpoint = match (self.backend_socket, self.backend_address) {
+                    (Some(s), None) => Some(BackendEndpoint::Socket(s)),
+                    (None, Some(a)) => Some(BackendEndpoint::Tcp(a)),
+                    (Some(_), Some(_)) => {
+                        problems.push("set only one of backend socket and backend address".into());
+                        None
+                    }
+                    (None, None) => {
+                        problems.push(
+                            "external mode needs a backend socket or a backend address".into(),
+                        );
+                        None
+                    }
+                };
+                if self.backend_user.as_deref().unwrap_or("").is_empty() {
+                    problems.push(
+                        "external mode needs a backend user (the node's service account)".into(),
+                    );
+                }
+                if self.backend_password.is_none() {
+                    problems.push(
+                        "external mode needs a backend password for the service account".into(),
+                    );
+                }
+                for (set, name) in [
+                    (self.backend_port.is_some(), "backend port"),
+                    (self.mariadbd.is_some(), "mariadbd"),
+                    (self.install_db.is_some(), "install_db"),
+                    (self.backend_options.is_some(), "backend options"),
+                ] {
+                    if set {
+                        problems.push(format!("{name} is for managed mode only"));
+                    }
+                }
+                BackendConfig::External(ExternalBackend {
+                    endpoint: endpoint.unwrap_or(BackendEndpoint::Socket(PathBuf::new())),
+                    user: self.backend_user.unwrap_or_default(),
+                    password: self.backend_password.unwrap_or_default(),
+                })
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(NodeConfig {
+            node_name: self.node_name.unwrap_or_else(|| format!("node{node_id}")),
+            node_id,
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3306))),
+            data_dir,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            idle_timeout: Duration::from_secs(self.idle_timeout.unwrap_or(28800).max(1)),
+            net_read_timeout: Duration::from_secs(self.net_read_timeout.unwrap_or(30).max(1)),
+            backend,
+        })
+    }
+}
+
+fn find_binary(name: &str, fallbacks: &[&str]) -> PathBuf {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    for dir in fallbacks {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// The validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_name: String,
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub idle_timeout: Duration,
+    pub net_read_timeout: Duration,
+    pub backend: BackendConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    Managed(ManagedBackend),
+    External(ExternalBackend),
+}
+
+#[derive(Debug, Clone)]
+pub struct ManagedBackend {
+    pub mariadbd: PathBuf,
+    pub install_db: PathBuf,
+    pub tcp_port: Option<u16>,
+    pub options: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendEndpoint {
+    Socket(PathBuf),
+    Tcp(String),
+}
+
+#[derive(Clone)]
+pub struct ExternalBackend {
+    pub endpoint: BackendEndpoint,
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for ExternalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalBackend")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_table_keys_and_overlays_merge_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\ndata_dir = \"/d\"\nlisten = \"127.0.0.1:4000\"\n[backend]\nmode = \"external\"\nsocket = \"/s\"\nuser = \"svc\"\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        let mut raw = RawNodeConfig::from_file(&path).unwrap();
+        raw.overlay(RawNodeConfig {
+            listen: Some("127.0.0.1:5000".parse().unwrap()),
+            ..Default::default()
+        });
+        let cfg = raw.validate().unwrap();
+        assert_eq!(cfg.node_id, 2);
+        assert_eq!(cfg.node_name, "node2");
+        assert_eq!(cfg.listen.port(), 5000);
+        match cfg.backend {
+            BackendConfig::External(e) => {
+                assert_eq!(e.user, "svc");
+                assert!(
+                    matches!(e.endpoint, BackendEndpoint::Socket(ref p) if p == Path::new("/s"))
+                );
+                assert!(!format!("{e:?}").contains("pw"));
+            }
+            BackendConfig::Managed(_) => panic!("expected external"),
+        }
+    }
+
+    #[test]
+    fn external_mode_lists_every_wrong_setting_at_once() {
+        let raw = RawNodeConfig {
+            backend_mode: Some(BackendMode::External),
+            backend_port: Some(1),
+            ..Default::default()
+        };
+        let err = raw.validate().unwrap_err().to_string();
+        for needle in [
+            "data_dir is required",
+            "socket or a backend address",
+            "backend user",
+            "backend password",
+            "backend port is for managed",
+        ] {
+            assert!(err.contains(needle), "{needle:?} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_options_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "data_dir = \"/d\"\nlisten_port = 3\n").unwrap();
+        assert!(matches!(
+            RawNodeConfig::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+        let raw = RawNodeConfig {
+            data_dir: Some("/d".into()),
+            backend_options: Some(vec!["novalue".into()]),
+            ..Default::default()
+        };
+        assert!(raw.validate().unwrap_err().to_string().contains("novalue"));
+    }
+}

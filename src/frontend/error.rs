@@ -1,0 +1,125 @@
+//! The one place where a failure becomes what the client sees. Every error the node itself
+//! originates has its code, SQLSTATE and message in [`ClientError::parts`], worded as MariaDB
+//! words it. Errors from the backend never pass through here: they are relayed verbatim.
+
+use mysql_common::packets::{ErrPacket, ServerError, SqlState};
+use mysql_common::proto::MySerialize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClientError {
+    /// Wrong password, unknown user, or no account matching the client's host.
+    AccessDenied {
+        user: String,
+        host: String,
+        using_password: bool,
+    },
+    /// The account exists but uses an authentication plugin certus cannot verify.
+    UnsupportedAuthPlugin {
+        user: String,
+        host: String,
+        plugin: String,
+    },
+    /// Logins as the node's own service account are refused: it holds BINLOG REPLAY.
+    ServiceAccountLogin {
+        user: String,
+        host: String,
+    },
+    /// The client's handshake response could not be parsed.
+    BadHandshake,
+    /// The client did not negotiate the 4.1 protocol with secure authentication.
+    ProtocolTooOld,
+    UnknownCommand,
+    PacketTooLarge,
+    UnknownThread(u64),
+    /// The node cannot serve: its backend is down, or (later) it is not Synced/Primary.
+    NotReady,
+}
+
+impl ClientError {
+    /// Code, SQLSTATE and message: the single table of node-originated errors.
+    pub(crate) fn parts(&self) -> (u16, &'static [u8; 5], String) {
+        match self {
+            ClientError::AccessDenied { user, host, using_password } => (
+                1045,
+                b"28000",
+                format!(
+                    "Access denied for user '{user}'@'{host}' (using password: {})",
+                    if *using_password { "YES" } else { "NO" }
+                ),
+            ),
+            ClientError::UnsupportedAuthPlugin { user, host, plugin } => (
+                1045,
+                b"28000",
+                format!(
+                    "Access denied for user '{user}'@'{host}': the account uses the {plugin} plugin; certus accepts only mysql_native_password accounts"
+                ),
+            ),
+            ClientError::ServiceAccountLogin { user, host } => (
+                1045,
+                b"28000",
+                format!("Access denied for user '{user}'@'{host}': this is the node's internal service account"),
+            ),
+            ClientError::BadHandshake => (1043, b"08S01", "Bad handshake".into()),
+            ClientError::ProtocolTooOld => (
+                1251,
+                b"08004",
+                "Client does not support authentication protocol requested by server; consider upgrading MariaDB client".into(),
+            ),
+            ClientError::UnknownCommand => (1047, b"08S01", "Unknown command".into()),
+            ClientError::PacketTooLarge => (
+                1153,
+                b"08S01",
+                "Got a packet bigger than 'max_allowed_packet' bytes".into(),
+            ),
+            ClientError::UnknownThread(id) => (1094, b"HY000", format!("Unknown thread id: {id}")),
+            ClientError::NotReady => (
+                1047,
+                b"08S01",
+                "WSREP has not yet prepared node for application use".into(),
+            ),
+        }
+    }
+
+    /// The ERR packet payload.
+    pub(crate) fn to_packet(&self) -> Vec<u8> {
+        let (code, state, msg) = self.parts();
+        let err = ErrPacket::Error(ServerError::new(
+            code,
+            Some(SqlState::new(*state)),
+            msg.into_bytes(),
+        ));
+        let mut buf = Vec::new();
+        err.serialize(&mut buf);
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientError;
+
+    #[test]
+    fn access_denied_matches_mariadb_byte_for_byte() {
+        let e = ClientError::AccessDenied {
+            user: "u".into(),
+            host: "localhost".into(),
+            using_password: true,
+        };
+        let p = e.to_packet();
+        assert_eq!(
+            &p[..9],
+            &[0xff, 0x15, 0x04, b'#', b'2', b'8', b'0', b'0', b'0']
+        );
+        assert_eq!(
+            &p[9..],
+            b"Access denied for user 'u'@'localhost' (using password: YES)"
+        );
+    }
+
+    #[test]
+    fn not_ready_is_1047_08s01() {
+        let p = ClientError::NotReady.to_packet();
+        assert_eq!(u16::from_le_bytes([p[1], p[2]]), 1047);
+        assert_eq!(&p[3..9], b"#08S01");
+    }
+}

@@ -1,0 +1,135 @@
+//! The client edge: accepts MySQL-protocol connections, authenticates them against the backend's
+//! own accounts, opens each session's backend connection as the client's account, and relays
+//! commands and responses byte for byte. Statements the node must act on (KILL, and later
+//! COMMIT, DDL and status queries) are intercepted here; everything else passes through.
+//! Errors become client packets only in `error.rs`.
+
+mod accounts;
+pub(crate) mod error;
+mod handshake;
+mod session;
+
+use crate::backend::Backend;
+use crate::ids::SessionId;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Settings of the client edge.
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeSettings {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) net_read_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Live sessions, by the id clients see, with their backend thread ids (for KILL).
+#[derive(Default)]
+pub(crate) struct Registry {
+    next: AtomicU32,
+    sessions: Mutex<HashMap<SessionId, u32>>,
+}
+
+impl Registry {
+    fn allocate(&self) -> SessionId {
+        loop {
+            let id = self.next.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 {
+                return SessionId(id);
+            }
+        }
+    }
+
+    fn set_backend_thread(&self, id: SessionId, thread: u32) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.insert(id, thread);
+        }
+    }
+
+    fn remove(&self, id: SessionId) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(&id);
+        }
+    }
+
+    pub(crate) fn backend_thread(&self, id: SessionId) -> Option<u32> {
+        self.sessions.lock().ok().and_then(|m| m.get(&id).copied())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+pub(crate) struct Frontend {
+    pub(crate) backend: Backend,
+    pub(crate) settings: EdgeSettings,
+    pub(crate) registry: Registry,
+}
+
+impl Frontend {
+    pub(crate) fn new(backend: Backend, settings: EdgeSettings) -> Arc<Frontend> {
+        Arc::new(Frontend {
+            backend,
+            settings,
+            registry: Registry::default(),
+        })
+    }
+}
+
+/// Accepts clients on an already-bound listener until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    fe: Arc<Frontend>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let local = listener.local_addr().ok();
+    info!(?local, "accepting MySQL clients");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let fe = fe.clone();
+                    tokio::spawn(async move { handle(fe, stream, peer).await });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(fe: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let id = fe.registry.allocate();
+    let span = tracing::debug_span!("session", id = id.0, %peer);
+    let _enter = span.enter();
+    drop(_enter);
+    let result = async {
+        let (r, w) = stream.into_split();
+        let client = session::ClientIo::new(r, w, peer);
+        let connect_timeout = fe.settings.connect_timeout;
+        let login =
+            tokio::time::timeout(connect_timeout, handshake::run(&fe, client, id, peer)).await;
+        match login {
+            Ok(Some(session)) => session.run().await,
+            Ok(None) => {}
+            Err(_) => debug!("handshake timed out"),
+        }
+    };
+    tracing::Instrument::instrument(result, span).await;
+    fe.registry.remove(id);
+}

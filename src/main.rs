@@ -1,0 +1,131 @@
+//! The `certus` command line. `anyhow` lives here only.
+
+use anyhow::Context;
+use certus::config::{LogFormat, RawNodeConfig};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "certus",
+    version,
+    about = "Galera-style synchronous multi-master replication proxy for MariaDB"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Command {
+    /// Run one node: its MariaDB backend and its MySQL-protocol client edge.
+    ///
+    /// Settings come from the TOML file given with --config, then CERTUS_* environment variables,
+    /// then flags (later sources win).
+    Node {
+        /// TOML config file.
+        #[arg(long, env = "CERTUS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: RawNodeConfig,
+    },
+    /// Start a local cluster of nodes with managed MariaDB backends, in the foreground.
+    ///
+    /// Node i listens for clients on BASE_PORT+i and keeps its data in DIR/node<i>. Until the
+    /// replicated write path lands it starts one node.
+    DevCluster {
+        /// Directory for every node's data.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Client port of node i is BASE_PORT+i.
+        #[arg(long, default_value_t = 3300)]
+        base_port: u16,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+        nodes: u16,
+        /// Administrative account created on every backend.
+        #[arg(long, default_value = "admin")]
+        admin_user: String,
+        /// Its password.
+        #[arg(long, default_value = "certus")]
+        admin_password: String,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::Result<()> {
+    let mut raw = match &config {
+        Some(path) => RawNodeConfig::from_file(path)?,
+        None => RawNodeConfig::default(),
+    };
+    raw.overlay(settings);
+    let cfg = raw.validate()?;
+    init_logging(cfg.log_format);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let node = certus::node::Node::start(cfg, listener).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn run_dev_cluster(opts: certus::devcluster::DevClusterOptions) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let (nodes, text) = certus::devcluster::start(&opts).await?;
+    println!("{text}");
+    wait_for_signal().await?;
+    tracing::info!("stopping {} node(s)", nodes.len());
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Node { config, settings } => rt.block_on(run_node(config, settings)),
+        Command::DevCluster {
+            dir,
+            base_port,
+            nodes,
+            admin_user,
+            admin_password,
+        } => rt.block_on(run_dev_cluster(certus::devcluster::DevClusterOptions {
+            dir,
+            base_port,
+            nodes,
+            admin_user,
+            admin_password,
+        })),
+    }
+}

@@ -1,0 +1,293 @@
+//! The integration-test harness. It owns every process and directory a test uses:
+//!
+//! * a template node data dir (MariaDB installed, service account and an `admin` account created)
+//!   is built once per test run under `CARGO_TARGET_TMPDIR` and copied for each node;
+//! * nodes run in the test's own process on port-0 listeners;
+//! * node data dirs are temporary directories removed on drop, and `Node::shutdown` stops the
+//!   node's mariadbd by PID.
+//!
+//! When MariaDB is not installed the tests skip loudly, unless `CI` is set: then they fail.
+
+#![allow(dead_code)]
+
+use certus::config::{BackendMode, RawNodeConfig};
+use certus::node::Node;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "certus";
+const MARIADBD: &str = "/usr/sbin/mariadbd";
+
+/// Small InnoDB settings: tests start many servers on two cores.
+pub fn test_backend_options() -> Vec<String> {
+    [
+        "innodb_buffer_pool_size=64M",
+        "innodb_log_file_size=16M",
+        "max_allowed_packet=64M",
+        "performance_schema=OFF",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Returns false (after saying so) when the test must be skipped.
+pub fn mariadb_available() -> bool {
+    if Path::new(MARIADBD).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {MARIADBD} is missing: .ci/run must install mariadb-server"
+    );
+    eprintln!("SKIPPED: {MARIADBD} is not installed (apt-get install mariadb-server)");
+    false
+}
+
+static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Bump when the template's contents must change.
+const TEMPLATE_VERSION: &str = "2";
+
+fn template() -> &'static Path {
+    let r = TEMPLATE.get_or_init(|| {
+        // Built on a plain thread with its own runtime: callers are inside a tokio runtime.
+        std::thread::spawn(build_template)
+            .join()
+            .unwrap_or_else(|_| Err("template builder panicked".into()))
+    });
+    match r {
+        Ok(p) => p,
+        Err(e) => panic!("cannot build the template data dir: {e}"),
+    }
+}
+
+fn build_template() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("template");
+    let marker = root.join("template-complete");
+    let key = format!(
+        "{TEMPLATE_VERSION}\n{}\n{:?}",
+        include_str!("../../../sql/schema.sql"),
+        test_backend_options()
+    );
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(key.as_str()) {
+        return Ok(root);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let node = Node::start(node_config(&root, 1), listener)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut conn = service_conn_at(&root).await;
+        use mysql_async::prelude::Queryable;
+        for stmt in [
+            format!("CREATE USER '{ADMIN_USER}'@'%' IDENTIFIED BY '{ADMIN_PASSWORD}'"),
+            format!("GRANT ALL PRIVILEGES ON *.* TO '{ADMIN_USER}'@'%' WITH GRANT OPTION"),
+        ] {
+            conn.query_drop(stmt).await.map_err(|e| e.to_string())?;
+        }
+        conn.disconnect().await.map_err(|e| e.to_string())?;
+        node.shutdown().await;
+        Ok::<(), String>(())
+    })?;
+    std::fs::write(&marker, key).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+pub fn node_config(data_dir: &Path, node_id: u64) -> certus::config::NodeConfig {
+    let mut raw = RawNodeConfig::default();
+    raw.node_id = Some(node_id);
+    raw.data_dir = Some(data_dir.to_owned());
+    raw.backend_mode = Some(BackendMode::Managed);
+    raw.backend_options = Some(test_backend_options());
+    raw.net_read_timeout = Some(2);
+    raw.validate().expect("valid test config")
+}
+
+/// The service account's connection straight to a node's backend socket (bypassing the node).
+pub async fn service_conn_at(data_dir: &Path) -> mysql_async::Conn {
+    let cnf = std::fs::read_to_string(data_dir.join("service.cnf")).expect("service.cnf");
+    let get = |k: &str| {
+        cnf.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")).map(str::to_owned))
+            .expect("service.cnf field")
+    };
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(
+            data_dir
+                .join("mariadb/mysqld.sock")
+                .to_string_lossy()
+                .into_owned(),
+        ))
+        .user(Some(get("user")))
+        .pass(Some(get("password")));
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("service connection to the backend")
+}
+
+pub struct TestNode {
+    pub node: Option<Node>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Starts one node from the template, with `tweak` applied to its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut certus::config::NodeConfig)) -> TestNode {
+        let template = template();
+        let dir = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", template.display()))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying the template failed");
+        let mut cfg = node_config(dir.path(), 1);
+        tweak(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let node = Node::start(cfg, listener).await.expect("node starts");
+        TestNode {
+            addr: node.client_addr(),
+            node: Some(node),
+            dir,
+        }
+    }
+
+    pub async fn start() -> TestNode {
+        Self::start_with(|_| {}).await
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn service_conn(&self) -> mysql_async::Conn {
+        service_conn_at(self.dir.path()).await
+    }
+
+    /// A mysql_async connection through the node.
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<mysql_async::Conn, mysql_async::Error> {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port())
+            .prefer_socket(false)
+            .user(Some(user))
+            .pass(Some(password));
+        mysql_async::Conn::new(opts).await
+    }
+
+    pub async fn admin(&self) -> mysql_async::Conn {
+        self.connect(ADMIN_USER, ADMIN_PASSWORD)
+            .await
+            .expect("admin login through the node")
+    }
+
+    /// Runs the `mariadb` command-line client against the node.
+    pub fn cli(&self, user: &str, password: &str, args: &[&str]) -> Output {
+        Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{}", self.port()),
+                &format!("-u{user}"),
+                &format!("-p{password}"),
+            ])
+            .args(args)
+            .output()
+            .expect("the mariadb client runs")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Polls `check` every 50 ms until it holds or `timeout` passes.
+    pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if check() {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        // A test that panicked before `stop` still must not leak its mariadbd: kill it by the PID
+        // its pid file names (this node's own server, nothing else).
+        if self.node.is_some() {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("mariadb/mysqld.pid")) {
+                let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+            }
+        }
+    }
+}
+
+/// The Python interpreter of the test venv (PyMySQL, SQLAlchemy). CI creates it with .ci/run.
+pub fn python() -> Option<PathBuf> {
+    let p = std::env::var_os("CERTUS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venv/bin/python")
+        });
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but the test venv {} is missing",
+        p.display()
+    );
+    eprintln!("SKIPPED: no Python venv at {} (python3 -m venv target/venv && target/venv/bin/pip install PyMySQL SQLAlchemy)", p.display());
+    None
+}
+
+/// Runs `tests/py/<script>` with the node's address; returns its output, panicking on failure.
+pub fn run_python(python: &Path, script: &str, args: &[String]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    stdout
+}

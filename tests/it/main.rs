@@ -1,0 +1,4 @@
+//! certus's integration tests: one binary, real MariaDB servers, nodes in-process on port 0.
+
+mod client_edge;
+mod harness;
