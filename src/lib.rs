@@ -16,10 +16,17 @@
 //! `node` wires the pieces; `config` validates settings; `protocol` holds wire-format pieces
 //! shared by both edges.
 
+pub mod certification;
 pub mod config;
 pub mod devcluster;
 pub mod ids;
 pub mod node;
+pub mod recovery;
+pub mod statement;
+pub mod writeset;
+
+pub mod apply;
+pub mod capture;
 
 pub(crate) mod backend;
 pub(crate) mod frontend;

@@ -31,6 +31,8 @@ pub(crate) enum ClientError {
     UnknownCommand,
     PacketTooLarge,
     UnknownThread(u64),
+    /// A statement form certus cannot relay faithfully; the text names it.
+    NotSupported(&'static str),
     /// The node cannot serve: its backend is down, or (later) it is not Synced/Primary.
     NotReady,
 }
@@ -72,6 +74,11 @@ impl ClientError {
                 "Got a packet bigger than 'max_allowed_packet' bytes".into(),
             ),
             ClientError::UnknownThread(id) => (1094, b"HY000", format!("Unknown thread id: {id}")),
+            ClientError::NotSupported(what) => (
+                1235,
+                b"42000",
+                format!("This version of MariaDB doesn't yet support '{what}'"),
+            ),
             ClientError::NotReady => (
                 1047,
                 b"08S01",

@@ -12,6 +12,7 @@ use crate::ids::SessionId;
 use crate::protocol::command as cmd;
 use crate::protocol::response::{ResponseTracker, Shape, Step};
 use crate::protocol::{Packet, PacketError, PacketReader, PacketWriter};
+use crate::statement::{self, Statement};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -150,8 +151,11 @@ impl Session {
         };
         match command {
             cmd::QUIT => Err(End::ClientQuit),
-            cmd::QUERY => self.relay(&packet, Shape::ResultSets).await,
-            cmd::STMT_PREPARE => self.relay(&packet, Shape::Prepare).await,
+            cmd::QUERY => self.query(packet).await,
+            cmd::STMT_PREPARE => {
+                let packet = self.with_connection_id(packet);
+                self.relay(&packet, Shape::Prepare).await
+            }
             cmd::STMT_EXECUTE => self.relay(&packet, Shape::ResultSets).await,
             cmd::STMT_FETCH => self.relay(&packet, Shape::Rows).await,
             cmd::FIELD_LIST => self.relay(&packet, Shape::FieldList).await,
@@ -258,6 +262,94 @@ impl Session {
         });
     }
 
+    /// COM_QUERY: statements that name connection ids are mapped; the rest is relayed.
+    async fn query(&mut self, packet: Packet) -> Result<(), End> {
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        if contains_ascii_ci(sql, b"kill") {
+            let ranges = statement::split(sql);
+            let kills = ranges
+                .iter()
+                .filter(|r| is_kill(&sql[(*r).clone()]))
+                .count();
+            if kills > 0 {
+                if ranges.len() > 1 {
+                    let e = ClientError::NotSupported(
+                        "KILL inside a multi-statement query through certus",
+                    );
+                    return self.reply_error(&packet, &e).await;
+                }
+                return self.kill_statement(packet).await;
+            }
+        }
+        let packet = self.with_connection_id(packet);
+        self.relay(&packet, Shape::ResultSets).await
+    }
+
+    /// Rewrites `CONNECTION_ID()` in a COM_QUERY or COM_STMT_PREPARE text so that it returns the
+    /// id this client was given, not the backend's thread id.
+    fn with_connection_id(&self, packet: Packet) -> Packet {
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        if !contains_ascii_ci(sql, b"connection_id") {
+            return packet;
+        }
+        match statement::rewrite_connection_id(sql, self.id.0) {
+            Some(text) => {
+                let mut payload = Vec::with_capacity(text.len() + 1);
+                payload.push(packet.payload[0]);
+                payload.extend_from_slice(&text);
+                Packet {
+                    seq: packet.seq,
+                    payload,
+                }
+            }
+            None => packet,
+        }
+    }
+
+    /// `KILL [CONNECTION|QUERY] <id>`: the id is the client-visible one; the backend gets its
+    /// own thread id, and decides (by the client's privileges) whether the kill is allowed.
+    async fn kill_statement(&mut self, packet: Packet) -> Result<(), End> {
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        match statement::classify(sql) {
+            Statement::Kill {
+                query_only,
+                id,
+                by_query_id: false,
+            } => {
+                let Some(thread) = u32::try_from(id)
+                    .ok()
+                    .and_then(|id| self.fe.registry.backend_thread(SessionId(id)))
+                else {
+                    return self
+                        .reply_error(&packet, &ClientError::UnknownThread(id))
+                        .await;
+                };
+                let what = if query_only { "QUERY" } else { "CONNECTION" };
+                let mut payload = vec![cmd::QUERY];
+                payload.extend_from_slice(format!("KILL {what} {thread}").as_bytes());
+                self.relay(
+                    &Packet {
+                        seq: packet.seq,
+                        payload,
+                    },
+                    Shape::ResultSets,
+                )
+                .await
+            }
+            // Query ids and user names mean the same on the backend.
+            Statement::Kill {
+                by_query_id: true, ..
+            }
+            | Statement::KillUser { .. } => self.relay(&packet, Shape::ResultSets).await,
+            _ => {
+                let e = ClientError::NotSupported(
+                    "KILL with an id that is not a literal number through certus",
+                );
+                self.reply_error(&packet, &e).await
+            }
+        }
+    }
+
     /// COM_PROCESS_KILL names a client-visible id; the backend knows its own thread ids.
     async fn process_kill(&mut self, mut packet: Packet) -> Result<(), End> {
         let Some(id) = packet
@@ -358,6 +450,28 @@ impl Session {
     }
 }
 
+/// Case-insensitive substring test on raw bytes (a cheap filter before any parsing).
+fn contains_ascii_ci(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// A statement that begins with the KILL keyword, whether or not it parses as a known form.
+fn is_kill(stmt: &[u8]) -> bool {
+    match statement::classify(stmt) {
+        Statement::Kill { .. } | Statement::KillUser { .. } => true,
+        Statement::Other => {
+            let t = stmt.trim_ascii_start();
+            t.len() >= 4
+                && t[..4].eq_ignore_ascii_case(b"kill")
+                && t.get(4)
+                    .is_none_or(|b| !b.is_ascii_alphanumeric() && *b != b'_')
+        }
+        _ => false,
+    }
+}
+
 struct ChangeUser {
     user: Vec<u8>,
     token: Vec<u8>,
@@ -414,6 +528,21 @@ impl ClientIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kill_statements_are_recognised_even_when_unparseable() {
+        assert!(is_kill(b"KILL 5"));
+        assert!(is_kill(b"  kill query 5"));
+        assert!(is_kill(b"KILL @x"));
+        assert!(is_kill(b"KILL USER bob"));
+        assert!(!is_kill(b"SELECT 'kill 5'"));
+        assert!(!is_kill(b"killjoy"));
+        assert!(contains_ascii_ci(
+            b"select Connection_Id()",
+            b"connection_id"
+        ));
+        assert!(!contains_ascii_ci(b"select 1", b"connection_id"));
+    }
 
     #[test]
     fn change_user_packets_parse_and_truncation_is_rejected() {

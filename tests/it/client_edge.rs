@@ -406,3 +406,69 @@ async fn idle_sessions_are_closed_after_the_idle_timeout() {
     );
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_and_connection_id_use_the_client_visible_id() {
+    require_mariadb!();
+    let n = TestNode::start().await;
+    let mut c1 = n.admin().await;
+    let c2 = n.admin().await;
+    let c2_id = c2.id();
+    // CONNECTION_ID() is the greeting's id, under its usual column name.
+    let mut r = c1
+        .query_iter("SELECT CONNECTION_ID(), connection_id() + 0 AS plus")
+        .await
+        .unwrap();
+    let cols: Vec<String> = r
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into_owned())
+        .collect();
+    let rows: Vec<(u64, u64)> = r.collect().await.unwrap();
+    drop(r);
+    assert_eq!(
+        cols,
+        vec!["CONNECTION_ID()".to_string(), "plus".to_string()]
+    );
+    assert_eq!(rows, vec![(u64::from(c1.id()), u64::from(c1.id()))]);
+    assert_ne!(c1.id(), c2_id);
+    // KILL QUERY <id> interrupts the other session's statement.
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move {
+        let mut c2 = c2;
+        let r: Result<Option<i64>, _> = c2.query_first("SELECT SLEEP(20)").await;
+        (c2, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c1.query_drop(format!("KILL QUERY {c2_id}")).await.unwrap();
+    let (mut c2, r) = sleeper.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "KILL QUERY did not interrupt"
+    );
+    // An interrupted SLEEP returns 1 (or the statement fails with 1317).
+    assert!(
+        matches!(r, Ok(Some(1)))
+            || matches!(r, Err(mysql_async::Error::Server(ref s)) if s.code == 1317),
+        "{r:?}"
+    );
+    c2.query_drop("SELECT 1").await.unwrap();
+    // KILL <id> ends the other session; an unknown id is MariaDB's 1094.
+    c1.query_drop(format!("KILL {c2_id}")).await.unwrap();
+    assert!(
+        c2.query_drop("SELECT 1").await.is_err(),
+        "killed session still works"
+    );
+    let e = c1.query_drop("KILL 987654").await.unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1094 && s.message == "Unknown thread id: 987654"),
+        "{e:?}"
+    );
+    let e = c1.query_drop("KILL @x").await.unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1235),
+        "{e:?}"
+    );
+    c1.query_drop("SELECT 1").await.unwrap();
+    n.stop().await;
+}

@@ -1,0 +1,10 @@
+//! Checker validation: hand-built anomalous histories must be caught under the right name,
+//! and valid ones (with indeterminate ops and overlapping transactions) must pass.
+//! One integration-test binary, one module per workload.
+
+mod bank;
+mod common;
+mod counter;
+mod list_append;
+mod scale;
+mod set;

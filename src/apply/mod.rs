@@ -1,0 +1,385 @@
+//! The applier: one connection per node to the local backend, as the service account, that
+//! replays committed write sets with `BINLOG` statements and runs TOI statements, in log order
+//! (DESIGN §7, §8).
+//!
+//! Owns: that connection, its session settings, and `certus.state.applied_seqno`. Must not
+//! touch: certification, the Raft log, client sessions, or the capture reader (it only consumes
+//! the Format_description bytes and statement bytes `capture` produced).
+//!
+//! * **Tagging.** The session runs `SET SESSION gtid_domain_id = <applier domain>` (default
+//!   [`crate::capture::APPLIER_GTID_DOMAIN`]), so every transaction it commits is binlogged in
+//!   that domain and every node's capture reader skips it. Client transactions stay in the
+//!   server's default domain 0. Only BINLOG REPLAY (or SUPER) is needed for this.
+//! * **Write sets.** `BEGIN`; the Format_description event as `BINLOG` once per connection; one
+//!   `BINLOG '<base64>'` per source statement (smaller Annotate_rows copies on this node's
+//!   binlog than one big BINLOG, spike §2 f); `UPDATE certus.state SET applied_seqno = S`;
+//!   `COMMIT`. The seqno commits atomically with the data: exactly-once across crashes.
+//! * **TOI.** DDL commits implicitly, so it cannot share a transaction with the seqno update:
+//!   the statement runs alone in autocommit with the origin's session context, and
+//!   `applied_seqno` is updated right after in its own autocommit statement. A crash between
+//!   the two leaves the DDL done and the seqno behind; recovery re-runs that TOI and must treat
+//!   "already exists"-style results accordingly (the caller's decision, not made here).
+//! * **Errors.** Any failure rolls back and returns [`ApplyError`] with the backend's code and
+//!   message. Nothing is retried: the caller marks the node Inconsistent (DESIGN §7). After an
+//!   error the connection's state is unknown; make a new `Applier` before applying again.
+
+use crate::ids::Seqno;
+use base64::Engine;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use std::sync::Arc;
+
+/// Why a write set or TOI could not be applied.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The backend refused a statement: its error, verbatim.
+    #[error("backend error {code} ({state}) during {during}: {message}")]
+    Backend {
+        code: u16,
+        state: String,
+        message: String,
+        during: &'static str,
+    },
+    /// The connection failed (I/O, protocol): the outcome of the last statement is unknown.
+    #[error("applier connection failed during {during}: {message}")]
+    Connection {
+        message: String,
+        during: &'static str,
+    },
+    /// `certus.state` lacks its row: the internal schema is not installed.
+    #[error("certus.state has no row with id = 1")]
+    NoStateRow,
+}
+
+impl ApplyError {
+    /// The backend's error code, when the backend reported one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ApplyError::Backend { code, .. } => Some(*code),
+            ApplyError::Connection { .. } | ApplyError::NoStateRow => None,
+        }
+    }
+
+    fn from_driver(e: mysql_async::Error, during: &'static str) -> ApplyError {
+        match e {
+            mysql_async::Error::Server(s) => ApplyError::Backend {
+                code: s.code,
+                state: s.state,
+                message: s.message,
+                during,
+            },
+            other => ApplyError::Connection {
+                message: other.to_string(),
+                during,
+            },
+        }
+    }
+}
+
+/// The session context a TOI statement runs with on every node (DESIGN §8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TOIContext {
+    /// The origin session's current schema; `None` runs with no schema selected.
+    pub db: Option<String>,
+    pub sql_mode: String,
+    pub character_set_client: String,
+    pub collation_connection: String,
+    pub character_set_results: Option<String>,
+    pub foreign_key_checks: bool,
+    pub time_zone: String,
+}
+
+/// One applier connection.
+pub struct Applier {
+    conn: Conn,
+    opts: Opts,
+    domain: u32,
+    fd: Arc<[u8]>,
+    fd_sent: bool,
+    current_db: Option<String>,
+    /// The session defaults as the server set them at connect, restored after every TOI so
+    /// that one TOI's context never leaks into the next write set.
+    defaults: SessionDefaults,
+}
+
+#[derive(Clone, Debug)]
+struct SessionDefaults {
+    sql_mode: String,
+    time_zone: String,
+    character_set_client: String,
+    collation_connection: String,
+    character_set_results: Option<String>,
+}
+
+/// `BINLOG '<base64>'` for one event sequence. Base64's alphabet needs no escaping in a
+/// single-quoted literal.
+pub fn binlog_statement(events: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(events);
+    let mut sql = String::with_capacity(b64.len() + 9);
+    sql.push_str("BINLOG '");
+    sql.push_str(&b64);
+    sql.push('\'');
+    sql
+}
+
+/// A string literal for a `SET`: single-quoted with backslashes and quotes escaped.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// An identifier in backquotes, with backquotes doubled.
+fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+impl Applier {
+    /// Connects, tags the session with `domain` and reads the session defaults. `fd` is the
+    /// Format_description event from [`crate::capture::Capture::format_description`].
+    pub async fn connect(opts: Opts, domain: u32, fd: Arc<[u8]>) -> Result<Applier, ApplyError> {
+        // No schema at connect: TOI selects its own, and "none" must be reachable again.
+        let opts: Opts = mysql_async::OptsBuilder::from_opts(opts)
+            .db_name(None::<String>)
+            .into();
+        let conn = Conn::new(opts.clone())
+            .await
+            .map_err(|e| ApplyError::from_driver(e, "connect"))?;
+        let mut applier = Applier {
+            conn,
+            opts,
+            domain,
+            fd,
+            fd_sent: false,
+            current_db: None,
+            defaults: SessionDefaults {
+                sql_mode: String::new(),
+                time_zone: String::new(),
+                character_set_client: String::new(),
+                collation_connection: String::new(),
+                character_set_results: None,
+            },
+        };
+        applier.setup_session().await?;
+        type Defaults = (String, String, String, String, Option<String>);
+        let row: Option<Defaults> = applier
+            .conn
+            .query_first(
+                "SELECT @@session.sql_mode, @@session.time_zone, @@session.character_set_client, \
+                 @@session.collation_connection, @@session.character_set_results",
+            )
+            .await
+            .map_err(|e| ApplyError::from_driver(e, "reading session defaults"))?;
+        if let Some((
+            sql_mode,
+            time_zone,
+            character_set_client,
+            collation_connection,
+            character_set_results,
+        )) = row
+        {
+            applier.defaults = SessionDefaults {
+                sql_mode,
+                time_zone,
+                character_set_client,
+                collation_connection,
+                character_set_results,
+            };
+        }
+        Ok(applier)
+    }
+
+    async fn setup_session(&mut self) -> Result<(), ApplyError> {
+        let sql = format!("SET SESSION gtid_domain_id = {}", self.domain);
+        self.run(&sql, "tagging the session").await
+    }
+
+    async fn run(&mut self, sql: &str, during: &'static str) -> Result<(), ApplyError> {
+        self.conn
+            .query_drop(sql)
+            .await
+            .map_err(|e| ApplyError::from_driver(e, during))
+    }
+
+    /// Applies one committed write set at `seqno`: its statements' event bytes, in order, and
+    /// the applied seqno, in one transaction.
+    pub async fn apply<S: AsRef<[u8]>>(
+        &mut self,
+        seqno: Seqno,
+        statements: &[S],
+    ) -> Result<(), ApplyError> {
+        match self.apply_in_trx(seqno, statements).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The original error is what the caller needs; a failed rollback means the
+                // connection is gone, and the server then rolls back by itself.
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_in_trx<S: AsRef<[u8]>>(
+        &mut self,
+        seqno: Seqno,
+        statements: &[S],
+    ) -> Result<(), ApplyError> {
+        self.run("BEGIN", "BEGIN").await?;
+        if !self.fd_sent {
+            let sql = binlog_statement(&self.fd);
+            self.run(&sql, "replaying the Format_description event")
+                .await?;
+            self.fd_sent = true;
+        }
+        for stmt in statements {
+            let sql = binlog_statement(stmt.as_ref());
+            self.run(&sql, "replaying a row event statement").await?;
+        }
+        self.set_applied_seqno(seqno).await?;
+        self.run("COMMIT", "COMMIT").await
+    }
+
+    async fn set_applied_seqno(&mut self, seqno: Seqno) -> Result<(), ApplyError> {
+        self.conn
+            .exec_drop(
+                "UPDATE certus.state SET applied_seqno = ? WHERE id = 1",
+                (seqno.0,),
+            )
+            .await
+            .map_err(|e| ApplyError::from_driver(e, "updating applied_seqno"))?;
+        // Matched rows, not changed rows: a TOI's seqno is written once even if re-run.
+        if self.conn.affected_rows() == 0 {
+            let present: Option<u8> = self
+                .conn
+                .query_first("SELECT 1 FROM certus.state WHERE id = 1")
+                .await
+                .map_err(|e| ApplyError::from_driver(e, "checking certus.state"))?;
+            if present.is_none() {
+                return Err(ApplyError::NoStateRow);
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend's applied seqno.
+    pub async fn applied_seqno(&mut self) -> Result<Seqno, ApplyError> {
+        let v: Option<u64> = self
+            .conn
+            .query_first("SELECT applied_seqno FROM certus.state WHERE id = 1")
+            .await
+            .map_err(|e| ApplyError::from_driver(e, "reading applied_seqno"))?;
+        v.map(Seqno).ok_or(ApplyError::NoStateRow)
+    }
+
+    /// Runs one TOI statement at `seqno` with the origin's session context, in its own
+    /// autocommit, then records `seqno` as applied (see the module header for why these are two
+    /// transactions).
+    pub async fn apply_toi(
+        &mut self,
+        seqno: Seqno,
+        ctx: &TOIContext,
+        sql: &str,
+    ) -> Result<(), ApplyError> {
+        self.select_db(ctx.db.as_deref()).await?;
+        let results = match &ctx.character_set_results {
+            Some(c) => quote(c),
+            None => "NULL".to_owned(),
+        };
+        let set = format!(
+            "SET SESSION sql_mode = {}, SESSION character_set_client = {}, \
+             SESSION collation_connection = {}, SESSION character_set_results = {}, \
+             SESSION foreign_key_checks = {}, SESSION time_zone = {}",
+            quote(&ctx.sql_mode),
+            quote(&ctx.character_set_client),
+            quote(&ctx.collation_connection),
+            results,
+            u8::from(ctx.foreign_key_checks),
+            quote(&ctx.time_zone),
+        );
+        self.run(&set, "setting the TOI session context").await?;
+        let outcome = self.run(sql, "the TOI statement").await;
+        let restored = self.restore_defaults().await;
+        outcome?;
+        restored?;
+        self.set_applied_seqno(seqno).await
+    }
+
+    async fn restore_defaults(&mut self) -> Result<(), ApplyError> {
+        let d = self.defaults.clone();
+        let results = match &d.character_set_results {
+            Some(c) => quote(c),
+            None => "NULL".to_owned(),
+        };
+        let set = format!(
+            "SET SESSION sql_mode = {}, SESSION character_set_client = {}, \
+             SESSION collation_connection = {}, SESSION character_set_results = {}, \
+             SESSION foreign_key_checks = 1, SESSION time_zone = {}",
+            quote(&d.sql_mode),
+            quote(&d.character_set_client),
+            quote(&d.collation_connection),
+            results,
+            quote(&d.time_zone),
+        );
+        self.run(&set, "restoring the session defaults").await
+    }
+
+    async fn select_db(&mut self, db: Option<&str>) -> Result<(), ApplyError> {
+        if self.current_db.as_deref() == db {
+            return Ok(());
+        }
+        match db {
+            Some(name) => {
+                let sql = format!("USE {}", quote_ident(name));
+                self.run(&sql, "USE").await?;
+            }
+            None => {
+                // MariaDB cannot deselect a schema with a statement; a fresh connection has
+                // none. It loses the session setup, so redo it and resend the FD.
+                let fresh = Conn::new(self.opts.clone())
+                    .await
+                    .map_err(|e| ApplyError::from_driver(e, "reconnecting without a schema"))?;
+                let old = std::mem::replace(&mut self.conn, fresh);
+                let _ = old.disconnect().await;
+                self.fd_sent = false;
+                self.setup_session().await?;
+            }
+        }
+        self.current_db = db.map(str::to_owned);
+        Ok(())
+    }
+
+    /// Closes the connection politely.
+    pub async fn disconnect(self) {
+        let _ = self.conn.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn binlog_statement_is_single_quoted_standard_base64() {
+        assert_eq!(binlog_statement(&[0xff, 0x00, 0x10]), "BINLOG '/wAQ'");
+    }
+
+    #[test]
+    fn set_literals_escape_quotes_and_backslashes() {
+        assert_eq!(quote(r"a'b\c"), r"'a\'b\\c'");
+        assert_eq!(quote_ident("we`ird"), "`we``ird`");
+    }
+}

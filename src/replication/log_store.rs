@@ -1,0 +1,463 @@
+//! The durable Raft log: openraft's `RaftLogStorage` as a thin adapter over `wal`.
+//!
+//! Owns: the meaning of WAL records (entries, vote, committed, truncate, purge), the in-memory
+//! index of live entries rebuilt from the WAL at open, and the durability promises openraft
+//! relies on. Must not touch: the state machine, the network, or the WAL framing.
+//!
+//! Durability (openraft 0.9 storage-v2 contract):
+//! - `append`: entries are readable when it returns; `LogFlushed` fires only after the
+//!   fdatasync that covers them.
+//! - `save_vote`, `truncate`, `purge`: durable before they return.
+//! - `save_committed`: queued, durable with the next group. It is a lower-bound hint used to
+//!   re-apply after a restart; it is always written after the entries it covers, so it can
+//!   never be durable without them.
+//!
+//! Every write goes through one queue, so the disk order is openraft's order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use super::types::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use super::wal::{self, Done, WalClosed, WalError, WalWriter};
+
+#[derive(Serialize, Deserialize)]
+enum Record {
+    Entry(Entry),
+    Vote(Vote),
+    Committed(Option<LogId>),
+    /// Delete `[since, ..)`.
+    Truncate(u64),
+    /// Delete `(.., upto]`.
+    Purge(LogId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("raft log record {record}: cannot decode: {reason}")]
+    Decode { record: usize, reason: String },
+    #[error("raft log has a hole: index {expected} expected, {found} found")]
+    Hole { expected: u64, found: u64 },
+}
+
+#[derive(Default)]
+struct Mem {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl Mem {
+    fn replay(&mut self, rec: Record) {
+        match rec {
+            Record::Entry(e) => {
+                self.entries.insert(e.log_id.index, e);
+            }
+            Record::Vote(v) => self.vote = Some(v),
+            Record::Committed(c) => self.committed = c,
+            Record::Truncate(since) => {
+                self.entries.split_off(&since);
+            }
+            Record::Purge(upto) => {
+                self.entries = self.entries.split_off(&(upto.index + 1));
+                self.purged = Some(upto);
+            }
+        }
+    }
+
+    fn check_contiguous(&self) -> Result<(), LogStoreError> {
+        let mut expected = self.purged.map(|p| p.index + 1);
+        for &index in self.entries.keys() {
+            if let Some(exp) = expected {
+                if index != exp {
+                    return Err(LogStoreError::Hole {
+                        expected: exp,
+                        found: index,
+                    });
+                }
+            }
+            expected = Some(index + 1);
+        }
+        Ok(())
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(self.purged)
+    }
+}
+
+/// Batch ids of this node's own batches whose entries reached this node's log (the call to
+/// `append`, not the fsync). The batcher registers a batch before `client_write` and reads the
+/// flag after a failure: appended means the outcome is indeterminate, not appended means the
+/// entry never existed and the failure is definite.
+#[derive(Clone, Default)]
+pub(crate) struct AppendWatch {
+    inner: Arc<Mutex<HashMap<u64, bool>>>,
+}
+
+impl AppendWatch {
+    pub(crate) fn register(&self, batch_id: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.insert(batch_id, false);
+        }
+    }
+
+    /// Removes the registration and says whether the batch was appended. A poisoned lock
+    /// answers "appended", the conservative answer.
+    pub(crate) fn take(&self, batch_id: u64) -> bool {
+        match self.inner.lock() {
+            Ok(mut m) => m.remove(&batch_id).unwrap_or(true),
+            Err(_) => true,
+        }
+    }
+
+    fn mark(&self, batch_id: u64) {
+        if let Ok(mut m) = self.inner.lock() {
+            if let Some(flag) = m.get_mut(&batch_id) {
+                *flag = true;
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    node_id: u64,
+    mem: Arc<Mutex<Mem>>,
+    wal: Arc<WalWriter>,
+    watch: AppendWatch,
+}
+
+/// What `open` recovered, for logging and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    pub(crate) records: usize,
+    pub(crate) dropped_tail: u64,
+}
+
+fn poisoned() -> StorageError {
+    StorageIOError::write_logs(&io::Error::other("raft log lock poisoned")).into()
+}
+
+impl LogStore {
+    pub(crate) fn open(
+        dir: &Path,
+        node_id: u64,
+        watch: AppendWatch,
+    ) -> Result<(Self, Recovered, WalClosed), LogStoreError> {
+        let (scanned, writer, closed) = wal::open(dir)?;
+        let mut mem = Mem::default();
+        for (i, bytes) in scanned.records.iter().enumerate() {
+            let rec: Record = decode(bytes).map_err(|e| LogStoreError::Decode {
+                record: i,
+                reason: e.to_string(),
+            })?;
+            mem.replay(rec);
+        }
+        mem.check_contiguous()?;
+        let recovered = Recovered {
+            records: scanned.records.len(),
+            dropped_tail: scanned.dropped_tail,
+        };
+        Ok((
+            LogStore {
+                node_id,
+                mem: Arc::new(Mutex::new(mem)),
+                wal: Arc::new(writer),
+                watch,
+            },
+            recovered,
+            closed,
+        ))
+    }
+
+    // openraft's own error type, returned so `?` works inside the trait impls that must return it.
+    #[allow(clippy::result_large_err)]
+    fn framed(rec: &Record) -> Result<Vec<u8>, StorageError> {
+        let payload = encode(rec).map_err(|e| StorageIOError::write_logs(&e))?;
+        let mut out = Vec::with_capacity(payload.len() + 12);
+        wal::frame(&payload, &mut out);
+        Ok(out)
+    }
+
+    // openraft's own error type, returned so `?` works inside the trait impls that must return it.
+    #[allow(clippy::result_large_err)]
+    fn mem(&self) -> Result<std::sync::MutexGuard<'_, Mem>, StorageError> {
+        self.mem.lock().map_err(|_| poisoned())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mem = self.mem()?;
+        Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let mem = self.mem()?;
+        Ok(LogState {
+            last_purged_log_id: mem.purged,
+            last_log_id: mem.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = Self::framed(&Record::Vote(*vote))?;
+        self.wal
+            .write_durable(bytes)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
+        self.mem()?.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.mem()?.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        let bytes = Self::framed(&Record::Committed(committed))?;
+        self.wal
+            .submit(bytes, Done::Nobody)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.mem()?.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.mem()?.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut bytes = Vec::new();
+        {
+            let mut mem = self.mem()?;
+            for entry in entries {
+                bytes.extend_from_slice(&Self::framed(&Record::Entry(entry.clone()))?);
+                if let EntryPayload::Normal(batch) = &entry.payload {
+                    if batch.origin == self.node_id {
+                        self.watch.mark(batch.batch_id);
+                    }
+                }
+                mem.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        self.wal
+            .submit(bytes, Done::Flushed(callback))
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes = Self::framed(&Record::Truncate(log_id.index))?;
+        // Memory first: openraft must not read a truncated entry even while the disk catches up;
+        // the write is durable before we return, and replay at open repeats the truncation.
+        self.mem()?.entries.split_off(&log_id.index);
+        self.wal
+            .write_durable(bytes)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes = Self::framed(&Record::Purge(log_id))?;
+        {
+            let mut mem = self.mem()?;
+            let kept = mem.entries.split_off(&(log_id.index + 1));
+            mem.entries = kept;
+            mem.purged = Some(log_id);
+        }
+        self.wal
+            .write_durable(bytes)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::types::Batch;
+    use openraft::{CommittedLeaderId, LogId as RaftLogId};
+
+    fn entry(term: u64, index: u64, payload: &[u8]) -> Entry {
+        Entry {
+            log_id: RaftLogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Batch {
+                origin: 1,
+                batch_id: index,
+                proposals: vec![payload.to_vec()],
+            }),
+        }
+    }
+
+    /// Appends through the real WAL and waits for durability the way openraft would.
+    async fn append_durable(store: &mut LogStore, entries: Vec<Entry>) {
+        let bytes: Vec<u8> = entries
+            .iter()
+            .flat_map(|e| LogStore::framed(&Record::Entry(e.clone())).unwrap())
+            .collect();
+        {
+            let mut mem = store.mem().unwrap();
+            for e in entries {
+                mem.entries.insert(e.log_id.index, e);
+            }
+        }
+        store.wal.write_durable(bytes).await.unwrap();
+    }
+
+    async fn indexes(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reopen_restores_entries_vote_truncate_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=6).map(|i| entry(1, i, b"x")).collect()).await;
+            s.save_vote(&Vote::new(3, 2)).await.unwrap();
+            s.truncate(RaftLogId::new(CommittedLeaderId::new(1, 1), 5))
+                .await
+                .unwrap();
+            s.purge(RaftLogId::new(CommittedLeaderId::new(1, 1), 2))
+                .await
+                .unwrap();
+            append_durable(&mut s, vec![entry(3, 5, b"y")]).await;
+            closed
+        };
+        closed.wait().await;
+        let (mut s, rec, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(rec.dropped_tail, 0);
+        assert_eq!(indexes(&mut s).await, vec![3, 4, 5]);
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(2));
+        assert_eq!(
+            state.last_log_id.map(|l| (l.leader_id.term, l.index)),
+            Some((3, 5))
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_last_record_is_recovered_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=4).map(|i| entry(1, i, b"payload")).collect()).await;
+            closed
+        };
+        closed.wait().await;
+        let path = dir.path().join(wal::WAL_FILE);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        drop(f);
+        let (mut s, rec, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert!(rec.dropped_tail > 0);
+        assert_eq!(indexes(&mut s).await, vec![1, 2, 3]);
+        // The cut is permanent and appending after it works and survives another reopen.
+        append_durable(&mut s, vec![entry(1, 4, b"again")]).await;
+        drop(s);
+        closed.wait().await;
+        let (mut s, rec, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(rec.dropped_tail, 0);
+        assert_eq!(indexes(&mut s).await, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn corrupt_middle_record_is_refused_with_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=4).map(|i| entry(1, i, b"payload")).collect()).await;
+            closed
+        };
+        closed.wait().await;
+        let path = dir.path().join(wal::WAL_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0x55; // inside the first record's payload
+        std::fs::write(&path, &bytes).unwrap();
+        match LogStore::open(dir.path(), 1, AppendWatch::default()) {
+            Err(LogStoreError::Wal(WalError::Corrupt { offset: 0, .. })) => {}
+            Err(other) => panic!("expected Corrupt at 0, got {other}"),
+            Ok(_) => panic!("a corrupt log was opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_a_live_log_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert!(matches!(
+            LogStore::open(dir.path(), 1, AppendWatch::default()),
+            Err(LogStoreError::Wal(WalError::Locked { .. }))
+        ));
+        drop(s);
+        closed.wait().await;
+        assert!(LogStore::open(dir.path(), 1, AppendWatch::default()).is_ok());
+    }
+
+    #[test]
+    fn hole_is_detected() {
+        let mut mem = Mem::default();
+        mem.replay(Record::Entry(entry(1, 1, b"a")));
+        mem.replay(Record::Entry(entry(1, 3, b"c")));
+        assert!(matches!(
+            mem.check_contiguous(),
+            Err(LogStoreError::Hole {
+                expected: 2,
+                found: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn append_watch_reports_only_registered_own_batches() {
+        let w = AppendWatch::default();
+        w.register(7);
+        w.register(8);
+        w.mark(7);
+        w.mark(9);
+        assert!(w.take(7));
+        assert!(!w.take(8));
+    }
+}

@@ -1,0 +1,443 @@
+//! Raft replication on openraft 0.9 (storage-v2): the durable log, peer RPC, batching and
+//! forwarding that order certus's write sets.
+//!
+//! Owns: everything openraft needs (`types`, `wal` + `log_store`, `state_machine`, `network` +
+//! `server`, `batcher`) and the `Replication` handle the node calls. Must not touch: what a
+//! proposal means. Proposals are opaque bytes; certification and apply live behind the `Fsm`
+//! trait, which the node implements and which openraft reaches only through the thin adapter in
+//! `state_machine`.
+//!
+//! Cluster formation. Membership comes from config (`node id -> peer address`). At start every
+//! node opens its log; a pristine node (empty log, no vote) calls `Raft::initialize` with the
+//! full configured membership. openraft documents that several nodes initializing with the same
+//! membership is safe: they all write the same membership entry at index 0, and the first
+//! election decides the rest. So three nodes started at once form a cluster without a
+//! designated bootstrap node, and any two of them suffice. A node that restarts finds its log
+//! and vote on disk, skips initialization, re-applies committed entries above its last snapshot
+//! into its `Fsm`, and rejoins: it is a follower until the leader's heartbeats reach it, or it
+//! helps elect a new leader. After a restart, addresses come from the membership stored in the
+//! log, not from the config (changing addresses needs a membership change, not implemented).
+//!
+//! Layers: `Replication::propose` -> `batcher` -> `Raft::client_write` (leader) or
+//! `network::Peers` -> `server` -> leader's `batcher` (follower). Commit -> `state_machine` ->
+//! `Fsm::apply_batch` on every node.
+
+mod batcher;
+mod error;
+mod log_store;
+mod network;
+mod server;
+mod state_machine;
+mod types;
+mod wal;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ServerState};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ids::NodeId;
+
+pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartError};
+pub use log_store::LogStoreError;
+pub use state_machine::{Fsm, SnapshotFileError};
+pub use types::Position;
+pub use wal::WalError;
+
+use batcher::{Batcher, BatcherHandle, Limits};
+use log_store::{AppendWatch, LogStore};
+use network::{Network, PeerRequest, PeerResponse, Peers};
+use server::{serve, ServerCtx};
+use state_machine::StateMachine;
+use types::RaftNode;
+
+/// When openraft builds a snapshot on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotPolicy {
+    /// Only when the node asks (state transfer is designed separately).
+    Never,
+    /// After this many log entries since the last snapshot.
+    LogsSinceLast(u64),
+}
+
+/// Validated by `Replication::start`; `new` fills every tuning knob with its default.
+#[derive(Clone)]
+pub struct ReplicationConfig {
+    pub node_id: NodeId,
+    /// Every member, this node included: id -> `host:port` of its peer listener.
+    pub members: BTreeMap<NodeId, String>,
+    /// Holds `raft.wal` and `snapshot.bin`; created if missing.
+    pub data_dir: PathBuf,
+    /// Shared by every member; at least 16 bytes. Never logged.
+    pub cluster_secret: Vec<u8>,
+    /// Also openraft's AppendEntries timeout, so it must exceed the worst fsync stall.
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    pub snapshot_policy: SnapshotPolicy,
+    /// A batch closes at this many proposals or bytes (overshooting by at most one group).
+    pub max_batch_proposals: usize,
+    pub max_batch_bytes: usize,
+    /// A single proposal above this is rejected (it must fit one peer frame with room to spare).
+    pub max_proposal_bytes: usize,
+    /// Batches being committed at once per node; further proposals queue into the next batch.
+    pub max_inflight_batches: usize,
+    /// Upper bound on `propose`; beyond it the outcome is reported indeterminate.
+    pub propose_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ReplicationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationConfig")
+            .field("node_id", &self.node_id)
+            .field("members", &self.members)
+            .field("data_dir", &self.data_dir)
+            .field("cluster_secret", &"<redacted>")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("election_timeout_min", &self.election_timeout_min)
+            .field("election_timeout_max", &self.election_timeout_max)
+            .field("snapshot_policy", &self.snapshot_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+const MIN_HEARTBEAT: Duration = Duration::from_millis(250);
+const WAL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl ReplicationConfig {
+    pub fn new(
+        node_id: NodeId,
+        members: BTreeMap<NodeId, String>,
+        data_dir: PathBuf,
+        cluster_secret: Vec<u8>,
+    ) -> Self {
+        ReplicationConfig {
+            node_id,
+            members,
+            data_dir,
+            cluster_secret,
+            heartbeat_interval: MIN_HEARTBEAT,
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_policy: SnapshotPolicy::Never,
+            max_batch_proposals: 1024,
+            max_batch_bytes: 4 * 1024 * 1024,
+            max_proposal_bytes: 16 * 1024 * 1024,
+            max_inflight_batches: 2,
+            propose_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn validate(&self) -> Result<openraft::Config, ConfigError> {
+        if !self.members.contains_key(&self.node_id) {
+            return Err(ConfigError::NotAMember(self.node_id.0));
+        }
+        if self.cluster_secret.len() < 16 {
+            return Err(ConfigError::WeakSecret);
+        }
+        if self.heartbeat_interval < MIN_HEARTBEAT {
+            return Err(ConfigError::Timing(format!(
+                "heartbeat_interval {:?} is below {MIN_HEARTBEAT:?}: openraft uses it as the \
+                 AppendEntries timeout and fsync stalls would cause spurious elections",
+                self.heartbeat_interval
+            )));
+        }
+        if self.election_timeout_min < self.heartbeat_interval * 3
+            || self.election_timeout_max <= self.election_timeout_min
+        {
+            return Err(ConfigError::Timing(
+                "election timeout must be at least 3 heartbeats and min < max".into(),
+            ));
+        }
+        if self.max_batch_proposals == 0
+            || self.max_batch_bytes == 0
+            || self.max_inflight_batches == 0
+            || self.max_proposal_bytes == 0
+            || self.max_proposal_bytes + self.max_batch_bytes > network::MAX_FRAME / 2
+        {
+            return Err(ConfigError::BatchLimits);
+        }
+        let config = openraft::Config {
+            cluster_name: "certus".into(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            snapshot_policy: match self.snapshot_policy {
+                SnapshotPolicy::Never => openraft::SnapshotPolicy::Never,
+                SnapshotPolicy::LogsSinceLast(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
+            },
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| ConfigError::Timing(e.to_string()))
+    }
+}
+
+/// A snapshot of the node's Raft view, for status surfaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationMetrics {
+    pub node_id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+    /// The index the node knows to be committed. openraft 0.9 does not publish it directly;
+    /// this is the applied index, which trails the committed index only by the apply queue.
+    pub committed_index: Option<u64>,
+    pub members: BTreeMap<NodeId, String>,
+    /// Galera's "Primary": a leader exists and, on the leader, a quorum acknowledged it within
+    /// the election timeout.
+    pub is_primary: bool,
+}
+
+pub struct Replication {
+    node_id: NodeId,
+    raft: RaftNode,
+    batcher: BatcherHandle,
+    peers: Arc<Peers>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    wal_closed: Option<wal::WalClosed>,
+    cfg: ReplicationConfig,
+}
+
+impl Replication {
+    /// Opens the log and snapshot under `cfg.data_dir`, starts Raft, serves peers on
+    /// `listener` (already bound), and initializes the cluster if this node is pristine.
+    pub async fn start<F: Fsm>(
+        cfg: ReplicationConfig,
+        fsm: Arc<std::sync::Mutex<F>>,
+        listener: TcpListener,
+    ) -> Result<Self, StartError> {
+        let raft_config = Arc::new(cfg.validate()?);
+        let id = cfg.node_id.0;
+        let watch_appends = AppendWatch::default();
+        let (log_store, recovered, wal_closed) =
+            LogStore::open(&cfg.data_dir, id, watch_appends.clone())?;
+        if recovered.dropped_tail > 0 {
+            tracing::warn!(
+                bytes = recovered.dropped_tail,
+                "raft log: torn tail dropped at open"
+            );
+        }
+        let fsm: state_machine::SharedFsm = fsm;
+        let state_machine = StateMachine::open(&cfg.data_dir, fsm)?;
+        let secret: Arc<[u8]> = cfg.cluster_secret.clone().into();
+        let peers = Arc::new(Peers::new(id, secret.clone(), cfg.connect_timeout));
+        let network = Network {
+            peers: peers.clone(),
+        };
+        let raft = openraft::Raft::new(id, raft_config, network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let limits = Limits {
+            max_batch_proposals: cfg.max_batch_proposals,
+            max_batch_bytes: cfg.max_batch_bytes,
+            max_inflight: cfg.max_inflight_batches,
+            propose_timeout: cfg.propose_timeout,
+        };
+        let (batcher, batcher_task) = Batcher::spawn(
+            id,
+            raft.clone(),
+            peers.clone(),
+            watch_appends,
+            limits,
+            shutdown_rx.clone(),
+        );
+        let ctx = Arc::new(ServerCtx {
+            self_id: id,
+            secret,
+            members: cfg.members.keys().map(|n| n.0).collect(),
+            raft: raft.clone(),
+            batcher: batcher.clone(),
+            propose_timeout: cfg.propose_timeout,
+        });
+        let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx));
+
+        let replication = Replication {
+            node_id: cfg.node_id,
+            raft,
+            batcher,
+            peers,
+            shutdown,
+            tasks: vec![batcher_task, server_task],
+            wal_closed: Some(wal_closed),
+            cfg,
+        };
+        replication.initialize_if_pristine().await?;
+        Ok(replication)
+    }
+
+    async fn initialize_if_pristine(&self) -> Result<(), StartError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> = self
+            .cfg
+            .members
+            .iter()
+            .map(|(id, addr)| (id.0, BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another path got there first (a leader's AppendEntries already reached us).
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(_),
+            )) => Ok(()),
+            Err(e) => Err(StartError::Raft(e.to_string())),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Submits one proposal from any node (followers forward to the leader) and resolves once
+    /// the entry carrying it is committed (and applied on the leader; this node's `Fsm` may
+    /// still be applying it). See `ProposeError::class` for what each failure means.
+    pub async fn propose(&self, proposal: Vec<u8>) -> Result<Position, ProposeError> {
+        if proposal.len() > self.cfg.max_proposal_bytes {
+            return Err(ProposeError::Rejected(format!(
+                "proposal of {} bytes is above max_proposal_bytes {}",
+                proposal.len(),
+                self.cfg.max_proposal_bytes
+            )));
+        }
+        self.batcher.submit(vec![proposal], false).await
+    }
+
+    /// The leader's committed index, confirmed by a quorum (Raft read index). A causal read
+    /// waits until the local `Fsm` has applied it.
+    pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.propose_timeout;
+        loop {
+            let (leader, addr) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (leader, addr)
+            };
+            let result = match (leader, addr) {
+                (Some(l), _) if l == self.node_id.0 => server::local_read_index(&self.raft).await,
+                (Some(l), Some(addr)) => {
+                    let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match self
+                        .peers
+                        .call(l, &addr, &PeerRequest::ReadIndex, ttl)
+                        .await
+                    {
+                        Ok(PeerResponse::ReadIndex(r)) => r,
+                        Ok(_) => Err(ReadIndexError::Failed("out-of-protocol answer".into())),
+                        Err(e) => Err(ReadIndexError::Failed(e.to_string())),
+                    }
+                }
+                _ => Err(ReadIndexError::NoLeader),
+            };
+            match result {
+                Err(ReadIndexError::NoLeader) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> ReplicationMetrics {
+        let m = self.raft.metrics().borrow().clone();
+        let election = self.cfg.election_timeout_min.as_millis() as u64;
+        let is_primary = match m.state {
+            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < election),
+            ServerState::Follower => m.current_leader.is_some(),
+            ServerState::Candidate | ServerState::Learner | ServerState::Shutdown => false,
+        };
+        let applied = m.last_applied.map(|l| l.index);
+        ReplicationMetrics {
+            node_id: self.node_id,
+            leader: m.current_leader.map(NodeId),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied_index: applied,
+            committed_index: applied,
+            members: m
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (NodeId(*id), n.addr.clone()))
+                .collect(),
+            is_primary,
+        }
+    }
+
+    /// Stops serving peers, answers queued proposals with `ShuttingDown`, lets in-flight ones
+    /// finish (bounded by the propose timeout), and stops Raft.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.peers.clear();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        // The log is closed (and its lock released) only when openraft has dropped every log
+        // handle; wait for it so the same dir can be reopened right away.
+        if let Some(closed) = self.wal_closed.take() {
+            if tokio::time::timeout(WAL_CLOSE_TIMEOUT, closed.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("raft log still open {WAL_CLOSE_TIMEOUT:?} after shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for Replication {
+    /// Dropping without `shutdown` is a crash as far as peers can tell: the server and batcher
+    /// stop at once and Raft is stopped in the background.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.peers.clear();
+        if !self.tasks.is_empty() {
+            let raft = self.raft.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = raft.shutdown().await;
+                });
+            }
+        }
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone). The guard `wait_for` returns is
+/// not `Send`, so it must not live in a spawned task's select.
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests;
