@@ -3,8 +3,8 @@
 //! managed MariaDB. An administrative account is created on every backend before the addresses are
 //! printed, and the addresses are also written to DIR/cluster.env.
 //!
-//! Until the replicated write path lands, the default is a single node: independent nodes
-//! would look like a cluster without being one.
+//! Node i's peer (Raft) port is base_port+20+i; the cluster secret is generated once and kept in
+//! DIR/cluster.secret, so a restarted dev-cluster rejoins its own logs.
 
 use crate::config::{BackendMode, RawNodeConfig};
 use crate::node::Node;
@@ -31,6 +31,18 @@ pub enum DevClusterError {
 pub async fn start(opts: &DevClusterOptions) -> Result<(Vec<Node>, String), DevClusterError> {
     std::fs::create_dir_all(&opts.dir)?;
     let dir = std::fs::canonicalize(&opts.dir)?;
+    // The cluster secret is kept in DIR so that a restarted dev-cluster rejoins its own log.
+    let secret_file = dir.join("cluster.secret");
+    let secret = match std::fs::read_to_string(&secret_file) {
+        Ok(s) if s.trim().len() >= 16 => s.trim().to_owned(),
+        _ => {
+            use rand::Rng;
+            let s: u128 = rand::rng().random();
+            let s = format!("{s:032x}");
+            std::fs::write(&secret_file, &s)?;
+            s
+        }
+    };
     let mut nodes = Vec::new();
     for i in 1..=opts.nodes {
         let fail = |message: String| DevClusterError::Node { node: i, message };
@@ -38,7 +50,18 @@ pub async fn start(opts: &DevClusterOptions) -> Result<(Vec<Node>, String), DevC
             .base_port
             .checked_add(i)
             .ok_or_else(|| fail("port out of range".into()))?;
+        let peer_port = opts
+            .base_port
+            .checked_add(20 + i)
+            .ok_or_else(|| fail("port out of range".into()))?;
         let mut raw = RawNodeConfig::default();
+        raw.peer_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], peer_port)));
+        raw.members = Some(
+            (1..=opts.nodes)
+                .map(|j| format!("{j}=127.0.0.1:{}", opts.base_port + 20 + j))
+                .collect(),
+        );
+        raw.cluster_secret = Some(secret.clone());
         raw.node_id = Some(u64::from(i));
         raw.node_name = Some(format!("node{i}"));
         raw.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
@@ -48,7 +71,10 @@ pub async fn start(opts: &DevClusterOptions) -> Result<(Vec<Node>, String), DevC
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
-        let node = match Node::start(cfg, listener).await {
+        let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+            .await
+            .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{peer_port}: {e}")))?;
+        let node = match Node::start(cfg, listener, peer_listener).await {
             Ok(n) => n,
             Err(e) => {
                 for n in nodes {
@@ -68,6 +94,13 @@ pub async fn start(opts: &DevClusterOptions) -> Result<(Vec<Node>, String), DevC
             return Err(fail(e.to_string()));
         }
         nodes.push(node);
+    }
+    // Wait (bounded) until the cluster has formed and every node serves.
+    for _ in 0..300 {
+        if nodes.iter().all(Node::is_ready) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let mut env = String::new();
     let mut text = format!(

@@ -28,6 +28,9 @@ pub mod writeset;
 pub mod apply;
 pub mod capture;
 
+pub mod replication;
+
 pub(crate) mod backend;
+pub(crate) mod catalog;
 pub(crate) mod frontend;
 pub(crate) mod protocol;

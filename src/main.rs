@@ -33,8 +33,8 @@ enum Command {
     },
     /// Start a local cluster of nodes with managed MariaDB backends, in the foreground.
     ///
-    /// Node i listens for clients on BASE_PORT+i and keeps its data in DIR/node<i>. Until the
-    /// replicated write path lands it starts one node.
+    /// Node i listens for clients on BASE_PORT+i, for peers on BASE_PORT+20+i, and keeps its
+    /// data in DIR/node<i>.
     DevCluster {
         /// Directory for every node's data.
         #[arg(long)]
@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, default_value_t = 3300)]
         base_port: u16,
         /// Number of nodes.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
         nodes: u16,
         /// Administrative account created on every backend.
         #[arg(long, default_value = "admin")]
@@ -54,9 +54,9 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -84,11 +84,14 @@ async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::R
     };
     raw.overlay(settings);
     let cfg = raw.validate()?;
-    init_logging(cfg.log_format);
+    init_logging(cfg.log_format, "info");
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let node = certus::node::Node::start(cfg, listener).await?;
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
+    let node = certus::node::Node::start(cfg, listener, peer_listener).await?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
     node.shutdown().await;
@@ -96,7 +99,8 @@ async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::R
 }
 
 async fn run_dev_cluster(opts: certus::devcluster::DevClusterOptions) -> anyhow::Result<()> {
-    init_logging(LogFormat::Text);
+    // openraft reports every unreachable peer while the nodes start one after another.
+    init_logging(LogFormat::Text, "warn,certus=info,openraft=off");
     let (nodes, text) = certus::devcluster::start(&opts).await?;
     println!("{text}");
     wait_for_signal().await?;

@@ -357,6 +357,17 @@ impl Applier {
         Ok(())
     }
 
+    /// The backend thread id of the applier connection (to find who blocks it).
+    pub fn thread_id(&self) -> u32 {
+        self.conn.id()
+    }
+
+    /// Records `seqno` as applied without applying anything: a TOI that every backend refuses
+    /// alike (the statement's error is its result) still consumes its seqno.
+    pub async fn record_applied(&mut self, seqno: Seqno) -> Result<(), ApplyError> {
+        self.set_applied_seqno(seqno).await
+    }
+
     /// Closes the connection politely.
     pub async fn disconnect(self) {
         let _ = self.conn.disconnect().await;

@@ -401,6 +401,11 @@ impl Capture {
     }
 
     /// Stops the reader and waits for it; waiters fail with `Shutdown`.
+    /// Signals the reader to stop without waiting for it (for owners that share the handle).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {

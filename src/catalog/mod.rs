@@ -50,7 +50,11 @@ impl Table {
         let matches = |ix: &UniqueIndex| {
             ix.columns.len() == columns.len()
                 && ix.columns.iter().zip(columns).all(|((pos, prefix), name)| {
-                    prefix.is_none() && self.columns.get(*pos).is_some_and(|c| c.name.eq_ignore_ascii_case(name))
+                    prefix.is_none()
+                        && self
+                            .columns
+                            .get(*pos)
+                            .is_some_and(|c| c.name.eq_ignore_ascii_case(name))
                 })
         };
         self.primary_key
@@ -68,8 +72,6 @@ type TableKey = (String, String);
 pub(crate) struct Catalog {
     tables: Arc<RwLock<HashMap<TableKey, Arc<Table>>>>,
 }
-
-const SYSTEM_SCHEMAS: &str = "('mysql','information_schema','performance_schema','sys')";
 
 impl Catalog {
     pub(crate) fn get(&self, schema: &str, table: &str) -> Option<Arc<Table>> {
@@ -122,7 +124,11 @@ pub(crate) async fn load_table(
         .into_iter()
         .map(|(name, collation)| Column { name, collation })
         .collect();
-    let position = |name: &str| columns.iter().position(|c| c.name.eq_ignore_ascii_case(name));
+    let position = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    };
     let engine: Option<String> = conn
         .exec_first(
             "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -140,15 +146,23 @@ pub(crate) async fn load_table(
     let mut primary_key = None;
     let mut unique_keys: Vec<UniqueIndex> = Vec::new();
     for (index, column, sub_part) in stats {
-        let Some(pos) = position(&column) else { continue };
+        let Some(pos) = position(&column) else {
+            continue;
+        };
         let part = (pos, sub_part.map(|n| n as usize));
         let target = if index == "PRIMARY" {
-            primary_key.get_or_insert_with(|| UniqueIndex { name: index.clone(), columns: Vec::new() })
+            primary_key.get_or_insert_with(|| UniqueIndex {
+                name: index.clone(),
+                columns: Vec::new(),
+            })
         } else {
             match unique_keys.iter().position(|u| u.name == index) {
                 Some(i) => &mut unique_keys[i],
                 None => {
-                    unique_keys.push(UniqueIndex { name: index.clone(), columns: Vec::new() });
+                    unique_keys.push(UniqueIndex {
+                        name: index.clone(),
+                        columns: Vec::new(),
+                    });
                     let last = unique_keys.len() - 1;
                     &mut unique_keys[last]
                 }
@@ -167,7 +181,9 @@ pub(crate) async fn load_table(
         .await?;
     let mut foreign_keys: Vec<ForeignKey> = Vec::new();
     for (name, column, pschema, ptable, pcolumn) in fk_rows {
-        let Some(pos) = position(&column) else { continue };
+        let Some(pos) = position(&column) else {
+            continue;
+        };
         match foreign_keys.iter_mut().find(|f| f.name == name) {
             Some(fk) => {
                 fk.columns.push(pos);
@@ -191,13 +207,4 @@ pub(crate) async fn load_table(
         foreign_keys,
         engine,
     })))
-}
-
-/// Every user table (for a full reload after DDL, and for tests).
-pub(crate) async fn list_tables(conn: &mut mysql_async::Conn) -> Result<Vec<(String, String)>, mysql_async::Error> {
-    conn.query(format!(
-        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
-         WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
-    ))
-    .await
 }

@@ -53,6 +53,16 @@ pub struct RawNodeConfig {
     /// net_read_timeout).
     #[arg(long, env = "CERTUS_NET_READ_TIMEOUT")]
     pub net_read_timeout: Option<u64>,
+    /// Address this node's peer (Raft) listener binds (default 127.0.0.1:4567).
+    #[arg(long, env = "CERTUS_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Cluster members as `id=host:port` peer addresses, this node included (repeatable or
+    /// comma-separated). Default: a one-node cluster of this node alone.
+    #[arg(long = "member", env = "CERTUS_MEMBERS", value_delimiter = ',')]
+    pub members: Option<Vec<String>>,
+    /// Shared secret that authenticates peers (at least 16 bytes); required with more than one member.
+    #[arg(long, env = "CERTUS_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// Backend mode: managed (default) or external.
     #[arg(long, env = "CERTUS_BACKEND_MODE")]
     pub backend_mode: Option<BackendMode>,
@@ -142,6 +152,7 @@ impl RawNodeConfig {
     /// Settings in `top` win over settings in `self`.
     pub fn overlay(&mut self, top: RawNodeConfig) {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
+            peer_listen, members, cluster_secret,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -246,10 +257,51 @@ impl RawNodeConfig {
                 })
             }
         };
+        let peer_listen = self
+            .peer_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 4567)));
+        let mut members = std::collections::BTreeMap::new();
+        for m in self.members.unwrap_or_default() {
+            match m
+                .split_once('=')
+                .map(|(id, addr)| (id.trim().parse::<u64>(), addr.trim()))
+            {
+                Some((Ok(id), addr)) if id > 0 && !addr.is_empty() => {
+                    if members.insert(id, addr.to_owned()).is_some() {
+                        problems.push(format!("member {id} is listed twice"));
+                    }
+                }
+                _ => problems.push(format!("member {m:?} is not id=host:port")),
+            }
+        }
+        if members.is_empty() {
+            members.insert(node_id, peer_listen.to_string());
+        } else if !members.contains_key(&node_id) {
+            problems.push(format!(
+                "the members list does not include this node (node_id {node_id})"
+            ));
+        }
+        let cluster_secret = match self.cluster_secret {
+            Some(s) if s.len() >= 16 => s.into_bytes(),
+            Some(_) => {
+                problems.push("cluster_secret must be at least 16 bytes".into());
+                Vec::new()
+            }
+            None if members.len() > 1 => {
+                problems
+                    .push("cluster_secret is required for a cluster of more than one node".into());
+                Vec::new()
+            }
+            // A one-node cluster has no peers to authenticate; the secret guards nothing.
+            None => b"single-node-cluster-no-peers".to_vec(),
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(NodeConfig {
+            peer_listen,
+            members,
+            cluster_secret,
             node_name: self.node_name.unwrap_or_else(|| format!("node{node_id}")),
             node_id,
             listen: self
@@ -283,9 +335,13 @@ fn find_binary(name: &str, fallbacks: &[&str]) -> PathBuf {
 }
 
 /// The validated configuration of one node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     pub node_name: String,
+    pub peer_listen: SocketAddr,
+    /// Node id -> peer address, this node included.
+    pub members: std::collections::BTreeMap<u64, String>,
+    pub cluster_secret: Vec<u8>,
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -293,6 +349,20 @@ pub struct NodeConfig {
     pub idle_timeout: Duration,
     pub net_read_timeout: Duration,
     pub backend: BackendConfig,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_name", &self.node_name)
+            .field("node_id", &self.node_id)
+            .field("listen", &self.listen)
+            .field("peer_listen", &self.peer_listen)
+            .field("members", &self.members)
+            .field("data_dir", &self.data_dir)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -396,6 +466,34 @@ mod tests {
         ] {
             assert!(err.contains(needle), "{needle:?} missing from: {err}");
         }
+    }
+
+    #[test]
+    fn members_and_secret_are_validated() {
+        let mut raw = RawNodeConfig {
+            data_dir: Some("/d".into()),
+            node_id: Some(2),
+            members: Some(vec![
+                "1=127.0.0.1:1".into(),
+                "2=127.0.0.1:2".into(),
+                "x".into(),
+            ]),
+            cluster_secret: Some("short".into()),
+            ..Default::default()
+        };
+        let err = raw.clone().validate().unwrap_err().to_string();
+        assert!(err.contains("\"x\" is not id=host:port"), "{err}");
+        assert!(err.contains("at least 16 bytes"), "{err}");
+        raw.members = Some(vec!["1=127.0.0.1:1".into(), "3=127.0.0.1:3".into()]);
+        raw.cluster_secret = None;
+        let err = raw.clone().validate().unwrap_err().to_string();
+        assert!(err.contains("does not include this node"), "{err}");
+        assert!(err.contains("cluster_secret is required"), "{err}");
+        raw.members = Some(vec!["1=127.0.0.1:1".into(), "2=127.0.0.1:2".into()]);
+        raw.cluster_secret = Some("0123456789abcdef".into());
+        let cfg = raw.validate().unwrap();
+        assert_eq!(cfg.members.len(), 2);
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
     }
 
     #[test]

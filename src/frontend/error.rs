@@ -31,6 +31,8 @@ pub(crate) enum ClientError {
     UnknownCommand,
     PacketTooLarge,
     UnknownThread(u64),
+    /// Certification refused the transaction (or it was brute-force aborted).
+    Deadlock,
     /// A statement form certus cannot relay faithfully; the text names it.
     NotSupported(&'static str),
     /// The node cannot serve: its backend is down, or (later) it is not Synced/Primary.
@@ -74,6 +76,11 @@ impl ClientError {
                 "Got a packet bigger than 'max_allowed_packet' bytes".into(),
             ),
             ClientError::UnknownThread(id) => (1094, b"HY000", format!("Unknown thread id: {id}")),
+            ClientError::Deadlock => (
+                1213,
+                b"40001",
+                "Deadlock found when trying to get lock; try restarting transaction".into(),
+            ),
             ClientError::NotSupported(what) => (
                 1235,
                 b"42000",

@@ -68,6 +68,15 @@ pub(crate) struct Identity {
     pub(crate) stage1: Option<Stage1>,
 }
 
+/// Everything a login established, handed to the session.
+pub(crate) struct Established {
+    pub(crate) identity: Identity,
+    pub(crate) opts: Options,
+    /// The greeting's nonce: COM_CHANGE_USER tokens are computed against it.
+    pub(crate) nonce: [u8; 20],
+    pub(crate) db: Option<Vec<u8>>,
+}
+
 /// The protocol options of a session, fixed at login.
 #[derive(Clone, Copy)]
 pub(crate) struct Options {
@@ -86,11 +95,7 @@ pub(crate) async fn run(
     peer: SocketAddr,
 ) -> Option<Session> {
     let host = client_host_name(peer.ip());
-    let Some(info) = fe
-        .backend
-        .info()
-        .filter(|_| fe.backend.health() == crate::backend::Health::Up)
-    else {
+    let Some(info) = fe.backend.info().filter(|_| !fe.not_ready()) else {
         client.send_error(0, &ClientError::NotReady).await;
         return None;
     };
@@ -189,7 +194,7 @@ pub(crate) async fn run(
             return None;
         }
     };
-    let db = hr.db_name().map(<[u8]>::to_vec);
+    let db = hr.db_name().map(<[u8]>::to_vec).filter(|d| !d.is_empty());
     let attrs = hr.connect_attributes();
     let login = Login {
         user: &identity.user,
@@ -215,16 +220,19 @@ pub(crate) async fn run(
                 return None;
             }
             client.reader.set_max_payload(info.max_allowed_packet);
-            fe.registry.set_backend_thread(id, conn.thread_id);
+            let shared = fe.registry.register(id, conn.thread_id);
             debug!(user = %String::from_utf8_lossy(&identity.user), backend_thread = conn.thread_id, "logged in");
             Some(Session::new(
                 fe.clone(),
                 id,
-                client,
-                conn,
-                identity,
-                opts,
-                nonce,
+                shared,
+                (client, conn),
+                Established {
+                    identity,
+                    opts,
+                    nonce,
+                    db,
+                },
             ))
         }
         (_, LoginReply::Refused(err)) | (None, LoginReply::Ok(err)) => {

@@ -11,9 +11,10 @@ mod session;
 
 use crate::backend::Backend;
 use crate::ids::SessionId;
+use crate::node::write_path::WritePath;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,16 +24,37 @@ use tracing::{debug, info, warn};
 /// Settings of the client edge.
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeSettings {
+    /// How often a certification abort of an autocommit statement is retried (Galera's
+    /// wsrep_retry_autocommit).
+    pub(crate) retry_autocommit: u32,
     pub(crate) idle_timeout: Duration,
     pub(crate) net_read_timeout: Duration,
     pub(crate) connect_timeout: Duration,
 }
 
-/// Live sessions, by the id clients see, with their backend thread ids (for KILL).
+/// What the node knows about a live session outside its task: which backend thread serves it
+/// (for KILL and for brute-force aborts) and whether it may be aborted right now.
+#[derive(Default)]
+pub(crate) struct SessionShared {
+    backend_thread: AtomicU32,
+    /// Between XA END and XA ROLLBACK the transaction is prepared: killing its connection would
+    /// leave a prepared XA holding locks, so brute-force abort waits instead.
+    pub(crate) committing: AtomicBool,
+    /// Set by a brute-force abort: the session's next backend failure becomes a 1213.
+    pub(crate) bf_victim: AtomicBool,
+}
+
+impl SessionShared {
+    pub(crate) fn backend_thread(&self) -> u32 {
+        self.backend_thread.load(Ordering::Relaxed)
+    }
+}
+
+/// Live sessions, by the id clients see.
 #[derive(Default)]
 pub(crate) struct Registry {
     next: AtomicU32,
-    sessions: Mutex<HashMap<SessionId, u32>>,
+    sessions: Mutex<HashMap<SessionId, Arc<SessionShared>>>,
 }
 
 impl Registry {
@@ -45,10 +67,17 @@ impl Registry {
         }
     }
 
-    fn set_backend_thread(&self, id: SessionId, thread: u32) {
+    fn register(&self, id: SessionId, thread: u32) -> Arc<SessionShared> {
+        let shared = Arc::new(SessionShared::default());
+        shared.backend_thread.store(thread, Ordering::Relaxed);
         if let Ok(mut m) = self.sessions.lock() {
-            m.insert(id, thread);
+            m.insert(id, shared.clone());
         }
+        shared
+    }
+
+    pub(crate) fn set_thread(&self, shared: &SessionShared, thread: u32) {
+        shared.backend_thread.store(thread, Ordering::Relaxed);
     }
 
     fn remove(&self, id: SessionId) {
@@ -58,7 +87,22 @@ impl Registry {
     }
 
     pub(crate) fn backend_thread(&self, id: SessionId) -> Option<u32> {
-        self.sessions.lock().ok().and_then(|m| m.get(&id).copied())
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|s| s.backend_thread()))
+    }
+
+    /// Marks the session served by backend `thread` as a brute-force victim. None when no session
+    /// uses that thread; Some(false) when the session is committing and must be waited for.
+    pub(crate) fn mark_bf_victim(&self, thread: u32) -> Option<bool> {
+        let m = self.sessions.lock().ok()?;
+        let s = m.values().find(|s| s.backend_thread() == thread)?;
+        if s.committing.load(Ordering::SeqCst) {
+            return Some(false);
+        }
+        s.bf_victim.store(true, Ordering::SeqCst);
+        Some(true)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -69,16 +113,30 @@ impl Registry {
 pub(crate) struct Frontend {
     pub(crate) backend: Backend,
     pub(crate) settings: EdgeSettings,
-    pub(crate) registry: Registry,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) write_path: Arc<WritePath>,
 }
 
 impl Frontend {
-    pub(crate) fn new(backend: Backend, settings: EdgeSettings) -> Arc<Frontend> {
+    pub(crate) fn new(
+        backend: Backend,
+        settings: EdgeSettings,
+        registry: Arc<Registry>,
+        write_path: Arc<WritePath>,
+    ) -> Arc<Frontend> {
         Arc::new(Frontend {
             backend,
             settings,
-            registry: Registry::default(),
+            registry,
+            write_path,
         })
+    }
+
+    /// Why the node cannot serve right now, if it cannot.
+    pub(crate) fn not_ready(&self) -> bool {
+        self.backend.health() != crate::backend::Health::Up
+            || self.write_path.inconsistent().is_some()
+            || !self.write_path.is_primary()
     }
 }
 

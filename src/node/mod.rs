@@ -2,7 +2,11 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+pub(crate) mod write_path;
+
 use crate::backend::{self, Backend, BackendError};
+use crate::ids::NodeId;
+use write_path::WritePath;
 
 impl From<BackendError> for NodeError {
     fn from(e: BackendError) -> Self {
@@ -41,8 +45,13 @@ pub enum NodeError {
 }
 
 impl Node {
-    /// Starts the backend, then serves clients on `listener`.
-    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+    /// Starts the backend and the write path, then serves clients on `listener`; peers reach
+    /// this node on `peer_listener`.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        peer_listener: TcpListener,
+    ) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
@@ -56,11 +65,41 @@ impl Node {
             }
         };
         let settings = EdgeSettings {
+            retry_autocommit: 1,
             idle_timeout: config.idle_timeout,
             net_read_timeout: config.net_read_timeout,
             connect_timeout: Duration::from_secs(10),
         };
-        let frontend = Frontend::new(backend, settings);
+        let registry = Arc::new(frontend::Registry::default());
+        let members = config
+            .members
+            .iter()
+            .map(|(id, addr)| (NodeId(*id), addr.clone()))
+            .collect();
+        let repl_cfg = crate::replication::ReplicationConfig::new(
+            NodeId(config.node_id),
+            members,
+            config.data_dir.join("raft"),
+            config.cluster_secret.clone(),
+        );
+        let write_path = match WritePath::start(
+            NodeId(config.node_id),
+            repl_cfg,
+            peer_listener,
+            &backend,
+            registry.clone(),
+        )
+        .await
+        {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                if let BackendOwner::Managed(m) = owner {
+                    m.shutdown().await;
+                }
+                return Err(NodeError::Backend(e));
+            }
+        };
+        let frontend = Frontend::new(backend, settings, registry, write_path);
         let client_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let serve_task = tokio::spawn(frontend::serve(listener, frontend.clone(), shutdown_rx));
@@ -110,6 +149,11 @@ impl Node {
         Ok(())
     }
 
+    /// Whether the node serves clients: backend up, in the Primary component, consistent.
+    pub fn is_ready(&self) -> bool {
+        !self.frontend.not_ready()
+    }
+
     /// The number of client sessions currently open.
     pub fn session_count(&self) -> usize {
         self.frontend.registry.len()
@@ -119,6 +163,7 @@ impl Node {
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         let _ = self.serve_task.await;
+        self.frontend.write_path.shutdown().await;
         self.frontend.backend.pool.clone().disconnect().await.ok();
         match self.backend_owner {
             BackendOwner::Managed(m) => m.shutdown().await,

@@ -49,6 +49,10 @@ pub(crate) struct ResponseTracker {
     shape: Shape,
     deprecate_eof: bool,
     state: State,
+    /// Where the status flags sit in the packet just fed, if it carries them (OK, EOF).
+    status_at: Option<usize>,
+    /// Whether the response ended with an ERR packet.
+    failed: bool,
 }
 
 const OK: u8 = 0x00;
@@ -65,6 +69,8 @@ impl ResponseTracker {
             shape,
             deprecate_eof,
             state,
+            status_at: None,
+            failed: false,
         }
     }
 
@@ -79,9 +85,37 @@ impl ResponseTracker {
             }
     }
 
+    /// The offset of the status flags in the packet last fed, when it carries them.
+    pub(crate) fn status_offset(&self) -> Option<usize> {
+        self.status_at
+    }
+
+    /// Whether the response (so far) ended in an ERR packet.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// Feeds the next packet's payload.
     pub(crate) fn feed(&mut self, p: &[u8]) -> Result<Step, Malformed> {
         let first = *p.first().ok_or(Malformed("empty packet"))?;
+        self.status_at = match first {
+            OK => ok_status_offset(p),
+            EOF if p.len() < 9 && !self.deprecate_eof => Some(3),
+            EOF if self.deprecate_eof && p.len() < super::packet::MAX_FRAME => ok_status_offset(p),
+            _ => None,
+        };
+        // Rows and column definitions never carry status flags, even when they start with 0x00.
+        if matches!(
+            self.state,
+            State::Rows | State::Columns { .. } | State::Countdown { .. }
+        ) && !self.is_terminator(p)
+        {
+            self.status_at = None;
+        }
+        // 0xFF never starts a row or a definition (it is no valid length prefix): always an ERR.
+        if first == ERR {
+            self.failed = true;
+        }
         match self.shape {
             Shape::Single => Ok(Step::Done {
                 status: match first {
@@ -209,17 +243,33 @@ impl ResponseTracker {
     }
 }
 
-/// Status flags of an OK packet (header 0x00 or, as a terminator, 0xFE).
-pub(crate) fn ok_status(p: &[u8]) -> Option<StatusFlags> {
+/// Where the status flags of an OK packet (header 0x00 or, as a terminator, 0xFE) start.
+fn ok_status_offset(p: &[u8]) -> Option<usize> {
     let mut pos = 1;
     let (_, w) = read_lenenc_int(p.get(pos..)?)?;
     pos += w;
     let (_, w) = read_lenenc_int(p.get(pos..)?)?;
     pos += w;
-    let bytes = p.get(pos..pos + 2)?;
+    p.get(pos..pos + 2).map(|_| pos)
+}
+
+/// Status flags of an OK packet (header 0x00 or, as a terminator, 0xFE).
+pub(crate) fn ok_status(p: &[u8]) -> Option<StatusFlags> {
+    let pos = ok_status_offset(p)?;
     Some(StatusFlags::from_bits_retain(u16::from_le_bytes([
-        bytes[0], bytes[1],
+        p[pos],
+        p[pos + 1],
     ])))
+}
+
+/// An OK packet the node itself sends (COMMIT, BEGIN, a TOI statement's success).
+pub(crate) fn ok_packet(affected_rows: u64, status: StatusFlags, warnings: u16) -> Vec<u8> {
+    let mut p = vec![OK];
+    crate::backend::session_conn::put_lenenc_int(&mut p, affected_rows);
+    p.push(0);
+    p.extend_from_slice(&status.bits().to_le_bytes());
+    p.extend_from_slice(&warnings.to_le_bytes());
+    p
 }
 
 /// Status flags of a pre-4.1-style EOF packet: 0xFE, warnings(2), status(2).
@@ -394,6 +444,32 @@ mod tests {
         let cursor = 0x0040 | AUTOCOMMIT;
         let packets = [vec![1], col(), eof(cursor)];
         assert_eq!(run(Shape::ResultSets, false, &packets), Ok(done(cursor)));
+    }
+
+    #[test]
+    fn status_offsets_and_failures_are_reported() {
+        let mut t = ResponseTracker::new(Shape::ResultSets, false);
+        assert_eq!(t.feed(&ok(AUTOCOMMIT)), Ok(done(AUTOCOMMIT)));
+        assert_eq!(t.status_offset(), Some(3));
+        assert!(!t.failed());
+        let mut t = ResponseTracker::new(Shape::ResultSets, false);
+        t.feed(&[1]).unwrap();
+        assert_eq!(t.status_offset(), None);
+        t.feed(&col()).unwrap();
+        t.feed(&eof(0)).unwrap();
+        t.feed(&[0, 1, 2]).unwrap();
+        assert_eq!(t.status_offset(), None, "a row is not a status packet");
+        t.feed(&eof(1)).unwrap();
+        assert_eq!(t.status_offset(), Some(3));
+        let mut t = ResponseTracker::new(Shape::ResultSets, false);
+        t.feed(&err()).unwrap();
+        assert!(t.failed());
+        let p = ok_packet(3, StatusFlags::from_bits_retain(AUTOCOMMIT), 1);
+        assert_eq!(p, vec![0, 3, 0, 2, 0, 1, 0]);
+        assert_eq!(
+            ok_status(&p),
+            Some(StatusFlags::from_bits_retain(AUTOCOMMIT))
+        );
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl ReplicationConfig {
             snapshot_policy: SnapshotPolicy::Never,
             max_batch_proposals: 1024,
             max_batch_bytes: 4 * 1024 * 1024,
-            max_proposal_bytes: 16 * 1024 * 1024,
+            max_proposal_bytes: 200 * 1024 * 1024,
             max_inflight_batches: 2,
             propose_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
@@ -196,6 +196,19 @@ pub struct ReplicationMetrics {
     /// Galera's "Primary": a leader exists and, on the leader, a quorum acknowledged it within
     /// the election timeout.
     pub is_primary: bool,
+}
+
+fn is_primary(
+    state: ServerState,
+    millis_since_quorum_ack: Option<u64>,
+    has_leader: bool,
+    election_ms: u64,
+) -> bool {
+    match state {
+        ServerState::Leader => millis_since_quorum_ack.is_some_and(|ms| ms < election_ms),
+        ServerState::Follower => has_leader,
+        ServerState::Candidate | ServerState::Learner | ServerState::Shutdown => false,
+    }
 }
 
 pub struct Replication {
@@ -363,14 +376,30 @@ impl Replication {
         }
     }
 
+    /// A cheap probe of "is this node in the Primary component", usable from another task.
+    pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let metrics = self.raft.metrics();
+        let election = self.cfg.election_timeout_min.as_millis() as u64;
+        move || {
+            let m = metrics.borrow();
+            is_primary(
+                m.state,
+                m.millis_since_quorum_ack,
+                m.current_leader.is_some(),
+                election,
+            )
+        }
+    }
+
     pub fn metrics(&self) -> ReplicationMetrics {
         let m = self.raft.metrics().borrow().clone();
         let election = self.cfg.election_timeout_min.as_millis() as u64;
-        let is_primary = match m.state {
-            ServerState::Leader => m.millis_since_quorum_ack.is_some_and(|ms| ms < election),
-            ServerState::Follower => m.current_leader.is_some(),
-            ServerState::Candidate | ServerState::Learner | ServerState::Shutdown => false,
-        };
+        let is_primary = is_primary(
+            m.state,
+            m.millis_since_quorum_ack,
+            m.current_leader.is_some(),
+            election,
+        );
         let applied = m.last_applied.map(|l| l.index);
         ReplicationMetrics {
             node_id: self.node_id,

@@ -44,7 +44,7 @@ pub(crate) const MAGIC: &[u8; 8] = b"CERTUSP1";
 const NONCE_LEN: usize = 32;
 const MAC_LEN: usize = 32;
 /// Above the largest batch plus openraft's framing; a bigger length is a protocol violation.
-pub(crate) const MAX_FRAME: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_FRAME: usize = 512 * 1024 * 1024;
 const MAX_IDLE_PER_PEER: usize = 8;
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 

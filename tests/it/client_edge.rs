@@ -179,15 +179,17 @@ async fn logins_are_checked_like_mariadb_checks_them() {
     require_mariadb!();
     let n = TestNode::start().await;
     let mut admin = n.admin().await;
-    admin
-        .query_drop(
-            "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'; CREATE USER 'far'@'10.9.%' IDENTIFIED BY 'farpw'; \
-             CREATE USER 'nopriv'@'%' IDENTIFIED BY 'np'; CREATE USER 'nopw'@'%'; \
-             CREATE DATABASE secret; CREATE TABLE secret.t (id INT PRIMARY KEY); \
-             CREATE USER 'sock'@'%' IDENTIFIED VIA unix_socket",
-        )
-        .await
-        .unwrap();
+    for stmt in [
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'",
+        "CREATE USER 'far'@'10.9.%' IDENTIFIED BY 'farpw'",
+        "CREATE USER 'nopriv'@'%' IDENTIFIED BY 'np'",
+        "CREATE USER 'nopw'@'%'",
+        "CREATE DATABASE secret",
+        "CREATE TABLE secret.t (id INT PRIMARY KEY)",
+        "CREATE USER 'sock'@'%' IDENTIFIED VIA unix_socket",
+    ] {
+        admin.query_drop(stmt).await.unwrap();
+    }
     // A good password works; the session runs as that account.
     let mut app = n.connect("app", "apppw").await.unwrap();
     let who: Option<String> = app.query_first("SELECT CURRENT_USER()").await.unwrap();

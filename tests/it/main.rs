@@ -2,3 +2,4 @@
 
 mod client_edge;
 mod harness;
+mod replication;

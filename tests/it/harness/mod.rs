@@ -51,7 +51,7 @@ pub fn mariadb_available() -> bool {
 static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Bump when the template's contents must change.
-const TEMPLATE_VERSION: &str = "2";
+const TEMPLATE_VERSION: &str = "3";
 
 fn template() -> &'static Path {
     let r = TEMPLATE.get_or_init(|| {
@@ -79,12 +79,31 @@ fn build_template() -> Result<PathBuf, String> {
     }
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let result = build_template_in(&root);
+    // The template keeps the backend only: every node starts its own Raft log.
+    let _ = std::fs::remove_dir_all(root.join("raft"));
+    result?;
+    std::fs::write(&marker, key).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+fn build_template_in(root: &Path) -> Result<(), String> {
+    let root = root.to_owned();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
-        let node = Node::start(node_config(&root, 1), listener)
+        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut cfg = node_config(&root, 1);
+        cfg.members = [(
+            1,
+            peers.local_addr().map_err(|e| e.to_string())?.to_string(),
+        )]
+        .into();
+        let node = Node::start(cfg, listener, peers)
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = service_conn_at(&root).await;
@@ -98,9 +117,7 @@ fn build_template() -> Result<PathBuf, String> {
         conn.disconnect().await.map_err(|e| e.to_string())?;
         node.shutdown().await;
         Ok::<(), String>(())
-    })?;
-    std::fs::write(&marker, key).map_err(|e| e.to_string())?;
-    Ok(root)
+    })
 }
 
 pub fn node_config(data_dir: &Path, node_id: u64) -> certus::config::NodeConfig {
@@ -144,6 +161,39 @@ pub struct TestNode {
 impl TestNode {
     /// Starts one node from the template, with `tweak` applied to its config.
     pub async fn start_with(tweak: impl FnOnce(&mut certus::config::NodeConfig)) -> TestNode {
+        let dir = Self::copy_template();
+        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut cfg = node_config(dir.path(), 1);
+        cfg.members = [(1, peers.local_addr().expect("addr").to_string())].into();
+        tweak(&mut cfg);
+        Self::start_in(dir, cfg, peers).await
+    }
+
+    /// Starts a node whose data dir already holds a copy of the template.
+    async fn start_in(
+        dir: tempfile::TempDir,
+        cfg: certus::config::NodeConfig,
+        peers: tokio::net::TcpListener,
+    ) -> TestNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let node = Node::start(cfg, listener, peers)
+            .await
+            .expect("node starts");
+        let ready = TestNode::eventually(Duration::from_secs(30), || node.is_ready()).await;
+        assert!(ready, "node not ready within 30 s");
+        TestNode {
+            addr: node.client_addr(),
+            node: Some(node),
+            dir,
+        }
+    }
+
+    /// A fresh copy of the template data dir.
+    fn copy_template() -> tempfile::TempDir {
         let template = template();
         let dir = tempfile::Builder::new()
             .prefix("certus-it")
@@ -156,17 +206,7 @@ impl TestNode {
             .status()
             .expect("cp");
         assert!(status.success(), "copying the template failed");
-        let mut cfg = node_config(dir.path(), 1);
-        tweak(&mut cfg);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let node = Node::start(cfg, listener).await.expect("node starts");
-        TestNode {
-            addr: node.client_addr(),
-            node: Some(node),
-            dir,
-        }
+        dir
     }
 
     pub async fn start() -> TestNode {
@@ -290,4 +330,77 @@ pub fn run_python(python: &Path, script: &str, args: &[String]) -> String {
         out.status
     );
     stdout
+}
+
+/// A cluster of nodes in this process, each with its own managed MariaDB.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    pub async fn start(n: usize) -> TestCluster {
+        let mut peers = Vec::new();
+        for _ in 0..n {
+            peers.push(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            );
+        }
+        let members: std::collections::BTreeMap<u64, String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
+            .collect();
+        // Nodes start concurrently: each waits for a quorum before it serves.
+        let mut starts = Vec::new();
+        for (i, peer) in peers.into_iter().enumerate() {
+            let dir = TestNode::copy_template();
+            let mut cfg = node_config(dir.path(), i as u64 + 1);
+            cfg.members = members.clone();
+            cfg.cluster_secret = b"test-cluster-secret-0123456789".to_vec();
+            starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
+        }
+        let mut nodes = Vec::new();
+        for s in starts {
+            nodes.push(s.await.expect("node start task"));
+        }
+        let cluster = TestCluster { nodes };
+        cluster.wait_ready(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    /// Waits until every node accepts a write-path statement (it is Primary).
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for n in &self.nodes {
+            loop {
+                let ok = match n.connect(ADMIN_USER, ADMIN_PASSWORD).await {
+                    Ok(mut c) => {
+                        use mysql_async::prelude::Queryable;
+                        c.query_drop("SELECT 1 FROM DUAL").await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cluster not ready within {timeout:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    pub async fn stop(self) {
+        for n in self.nodes {
+            n.stop().await;
+        }
+    }
 }

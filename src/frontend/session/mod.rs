@@ -14,6 +14,7 @@ use crate::protocol::response::{ResponseTracker, Shape, Step};
 use crate::protocol::{Packet, PacketError, PacketReader, PacketWriter};
 use crate::statement::{self, Statement};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::debug;
@@ -55,7 +56,12 @@ enum End {
     TooLarge,
     BackendGone(String),
     Refused,
+    /// A commit whose outcome cannot be known: closing the connection is the only honest
+    /// answer (the client sees 2013), never OK and never 1213.
+    Indeterminate(String),
 }
+
+mod txn;
 
 pub(crate) struct Session {
     fe: Arc<Frontend>,
@@ -68,18 +74,80 @@ pub(crate) struct Session {
     nonce: [u8; 20],
     /// The last status flags the backend reported (IN_TRANS, AUTOCOMMIT, ...).
     status: StatusFlags,
+    shared: Arc<super::SessionShared>,
+    /// The XA transaction open on the backend connection, if any.
+    txn: Option<txn::Txn>,
+    /// `@@last_gtid` of the backend session as last read; None when it must be read again.
+    last_gtid: Option<Vec<u8>>,
+    /// The current schema, for re-opening the backend connection after a brute-force abort.
+    db: Option<Vec<u8>>,
+    /// Prepared statements by backend id, and whether each may write.
+    prepared: std::collections::HashMap<u32, bool>,
+}
+
+/// What the session does with one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// Relay; it reads (it starts a transaction only when autocommit is off).
+    Read,
+    /// Relay without touching the transaction state (SET, SHOW, USE, savepoints, ...).
+    Pass,
+    /// May write: runs inside an XA transaction.
+    Write,
+    Begin,
+    Commit,
+    Rollback,
+    Toi(crate::statement::Ddl),
+    SetAutocommit,
+    Reject(&'static str),
+}
+
+fn route(stmt: &Statement) -> Route {
+    use crate::statement::Rejection;
+    if let Some(r) = stmt.rejection() {
+        return Route::Reject(match r {
+            Rejection::LockTables => "LOCK TABLES through certus (use transactions)",
+            Rejection::UnlockTables => "UNLOCK TABLES through certus",
+            Rejection::FlushTablesWithReadLock => "FLUSH TABLES WITH READ LOCK through certus",
+            Rejection::FlushTablesForExport => "FLUSH TABLES ... FOR EXPORT through certus",
+            Rejection::UserLock(_) => "user-level locks (GET_LOCK and friends) through certus",
+            Rejection::Binlog => "BINLOG statements from clients",
+            Rejection::Xa => "client XA transactions through certus",
+            Rejection::SqlLogBin => "SET sql_log_bin through certus",
+        });
+    }
+    match stmt {
+        Statement::Read(_) => Route::Read,
+        Statement::Write(_) | Statement::Other | Statement::Compound => Route::Write,
+        Statement::Execute { .. } | Statement::ExecuteImmediate { .. } => Route::Write,
+        Statement::Begin {
+            read_only: true, ..
+        } => Route::Pass,
+        Statement::Begin { .. } => Route::Begin,
+        Statement::Commit(_) => Route::Commit,
+        Statement::Rollback(_) => Route::Rollback,
+        Statement::Ddl(d) => Route::Toi(d.clone()),
+        Statement::SetStatementFor { inner, .. } => route(inner),
+        Statement::Set(_) if stmt.autocommit().is_some() => Route::SetAutocommit,
+        _ => Route::Pass,
+    }
 }
 
 impl Session {
     pub(crate) fn new(
         fe: Arc<Frontend>,
         id: SessionId,
-        client: ClientIo,
-        backend: SessionConn,
-        identity: Identity,
-        opts: Options,
-        nonce: [u8; 20],
+        shared: Arc<super::SessionShared>,
+        io: (ClientIo, SessionConn),
+        login: handshake::Established,
     ) -> Session {
+        let (client, backend) = io;
+        let handshake::Established {
+            identity,
+            opts,
+            nonce,
+            db,
+        } = login;
         Session {
             fe,
             id,
@@ -89,6 +157,12 @@ impl Session {
             opts,
             nonce,
             status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            shared,
+            txn: None,
+            // A fresh backend session has written no GTID yet.
+            last_gtid: Some(Vec::new()),
+            db,
+            prepared: std::collections::HashMap::new(),
         }
     }
 
@@ -104,8 +178,15 @@ impl Session {
                 Ok(p) => p,
                 Err(end) => break end,
             };
-            if let Err(end) = self.dispatch(packet).await {
-                break end;
+            let seq = packet.next_seq();
+            match self.dispatch(packet).await {
+                Ok(()) => {}
+                Err(End::BackendGone(why)) if self.shared.bf_victim.load(Ordering::SeqCst) => {
+                    if let Err(end) = self.recover_from_bf_abort(seq, &why).await {
+                        break end;
+                    }
+                }
+                Err(end) => break end,
             }
         };
         debug!(session = self.id.0, ?end, "session ended");
@@ -152,21 +233,33 @@ impl Session {
         match command {
             cmd::QUIT => Err(End::ClientQuit),
             cmd::QUERY => self.query(packet).await,
-            cmd::STMT_PREPARE => {
-                let packet = self.with_connection_id(packet);
-                self.relay(&packet, Shape::Prepare).await
+            cmd::STMT_PREPARE => self.prepare(packet).await,
+            cmd::STMT_EXECUTE => self.execute(packet).await,
+            cmd::STMT_FETCH => self.relay(&packet, Shape::Rows).await.map(drop),
+            cmd::FIELD_LIST => self.relay(&packet, Shape::FieldList).await.map(drop),
+            cmd::STMT_SEND_LONG_DATA => self.forward_only(&packet).await,
+            cmd::STMT_CLOSE => {
+                if let Some(id) = stmt_id(&packet) {
+                    self.prepared.remove(&id);
+                }
+                self.forward_only(&packet).await
             }
-            cmd::STMT_EXECUTE => self.relay(&packet, Shape::ResultSets).await,
-            cmd::STMT_FETCH => self.relay(&packet, Shape::Rows).await,
-            cmd::FIELD_LIST => self.relay(&packet, Shape::FieldList).await,
-            cmd::STMT_SEND_LONG_DATA | cmd::STMT_CLOSE => self.forward_only(&packet).await,
-            cmd::INIT_DB
-            | cmd::PING
-            | cmd::STATISTICS
-            | cmd::DEBUG
-            | cmd::SET_OPTION
-            | cmd::STMT_RESET
-            | cmd::RESET_CONNECTION => self.relay(&packet, Shape::Single).await,
+            cmd::INIT_DB => {
+                if self.relay(&packet, Shape::Single).await? {
+                    self.db = packet.payload.get(1..).map(<[u8]>::to_vec);
+                }
+                Ok(())
+            }
+            cmd::RESET_CONNECTION => {
+                // Like a disconnect: the open transaction is rolled back.
+                self.rollback_xa().await?;
+                self.prepared.clear();
+                self.last_gtid = None;
+                self.relay(&packet, Shape::Single).await.map(drop)
+            }
+            cmd::PING | cmd::STATISTICS | cmd::DEBUG | cmd::SET_OPTION | cmd::STMT_RESET => {
+                self.relay(&packet, Shape::Single).await.map(drop)
+            }
             cmd::PROCESS_KILL => self.process_kill(packet).await,
             cmd::CHANGE_USER => self.change_user(packet).await,
             _ => {
@@ -193,8 +286,9 @@ impl Session {
         self.backend.writer.flush().await.map_err(gone)
     }
 
-    /// Sends `request` to the backend and relays its whole response to the client.
-    async fn relay(&mut self, request: &Packet, shape: Shape) -> Result<(), End> {
+    /// Sends `request` to the backend and relays its whole response to the client. Returns
+    /// whether it succeeded (did not end in an ERR packet).
+    async fn relay(&mut self, request: &Packet, shape: Shape) -> Result<bool, End> {
         self.forward_only(request).await?;
         let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
         // While the backend works, notice a client that hangs up, so its query does not run on
@@ -237,12 +331,12 @@ impl Session {
                     if let Some(s) = status {
                         self.status = s;
                     }
-                    return self
-                        .client
+                    self.client
                         .writer
                         .flush()
                         .await
-                        .map_err(|e| End::ClientGone(e.to_string()));
+                        .map_err(|e| End::ClientGone(e.to_string()))?;
+                    return Ok(!tracker.failed());
                 }
                 Err(e) => return Err(End::BackendGone(e.to_string())),
             }
@@ -282,7 +376,236 @@ impl Session {
             }
         }
         let packet = self.with_connection_id(packet);
-        self.relay(&packet, Shape::ResultSets).await
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        let ranges = statement::split(sql);
+        let routes: Vec<(Route, Statement)> = ranges
+            .iter()
+            .map(|r| {
+                let st = statement::classify(&sql[r.clone()]);
+                (route(&st), st)
+            })
+            .collect();
+        if routes.len() > 1 {
+            return self.multi_statement(packet, &routes).await;
+        }
+        let (r, st) = routes
+            .into_iter()
+            .next()
+            .unwrap_or((Route::Pass, Statement::Empty));
+        self.run_routed(packet, r, &st).await
+    }
+
+    /// One statement, by its route.
+    async fn run_routed(&mut self, packet: Packet, r: Route, st: &Statement) -> Result<(), End> {
+        let seq = packet.next_seq();
+        if let Route::Reject(what) = r {
+            return self
+                .reply_error(&packet, &ClientError::NotSupported(what))
+                .await;
+        }
+        // A node that is not Primary, or that failed to apply, answers only SHOW and SET.
+        if !matches!(r, Route::Pass | Route::SetAutocommit) && self.fe.not_ready() {
+            return self.reply_error(&packet, &ClientError::NotReady).await;
+        }
+        // Statements that commit implicitly in MariaDB commit the open transaction first.
+        if self.txn.is_some() && (st.implicit_commit() || matches!(r, Route::Begin | Route::Toi(_)))
+        {
+            if let Err(refusal) = self.commit_xa().await? {
+                return self.send_refusal(seq, refusal).await;
+            }
+        }
+        match r {
+            Route::Reject(_) => Ok(()),
+            Route::Pass | Route::SetAutocommit => {
+                let ok = self.relay(&packet, Shape::ResultSets).await?;
+                if ok {
+                    if let Statement::Use { db } = st {
+                        self.db = Some(db.clone());
+                    }
+                }
+                Ok(())
+            }
+            Route::Read | Route::Write => {
+                let write = r == Route::Write;
+                let autocommit = self.autocommit();
+                match (&mut self.txn, autocommit) {
+                    (Some(t), _) => {
+                        t.wrote |= write;
+                        self.relay(&packet, Shape::ResultSets).await.map(drop)
+                    }
+                    (None, true) if write => {
+                        self.autocommit_write(&packet, Shape::ResultSets).await
+                    }
+                    (None, true) => self.relay(&packet, Shape::ResultSets).await.map(drop),
+                    (None, false) => {
+                        // autocommit=0: any statement that touches data opens the transaction.
+                        if let Err(e) = self.start_xa().await? {
+                            return self.send_refusal(seq, txn::Refusal::Backend(e)).await;
+                        }
+                        if let Some(t) = self.txn.as_mut() {
+                            t.wrote |= write;
+                        }
+                        self.relay(&packet, Shape::ResultSets).await.map(drop)
+                    }
+                }
+            }
+            Route::Begin => match self.start_xa().await? {
+                Ok(()) => self.send_ok(seq).await,
+                Err(e) => self.send_refusal(seq, txn::Refusal::Backend(e)).await,
+            },
+            Route::Commit => {
+                if self.txn.is_none() {
+                    return self.relay(&packet, Shape::ResultSets).await.map(drop);
+                }
+                match self.commit_xa().await? {
+                    Ok(()) => self.send_ok(seq).await,
+                    Err(refusal) => self.send_refusal(seq, refusal).await,
+                }
+            }
+            Route::Rollback => {
+                if self.txn.is_none() {
+                    return self.relay(&packet, Shape::ResultSets).await.map(drop);
+                }
+                self.rollback_xa().await?;
+                self.send_ok(seq).await
+            }
+            Route::Toi(ddl) => self.toi(&packet, &ddl).await,
+        }
+    }
+
+    /// A multi-statement COM_QUERY. Reads and writes run as one unit (inside the open
+    /// transaction, or as one autocommit write); transaction control and DDL inside a batch are
+    /// not split yet and are refused with a clear error.
+    async fn multi_statement(
+        &mut self,
+        packet: Packet,
+        routes: &[(Route, Statement)],
+    ) -> Result<(), End> {
+        if let Some((Route::Reject(what), _)) =
+            routes.iter().find(|(r, _)| matches!(r, Route::Reject(_)))
+        {
+            return self
+                .reply_error(&packet, &ClientError::NotSupported(what))
+                .await;
+        }
+        let plain = routes
+            .iter()
+            .all(|(r, _)| matches!(r, Route::Read | Route::Write | Route::Pass));
+        if !plain {
+            let e = ClientError::NotSupported(
+                "transaction control or DDL inside a multi-statement query through certus",
+            );
+            return self.reply_error(&packet, &e).await;
+        }
+        let writes = routes.iter().any(|(r, _)| *r == Route::Write);
+        let reads = routes.iter().any(|(r, _)| *r == Route::Read);
+        let route = if writes {
+            Route::Write
+        } else if reads {
+            Route::Read
+        } else {
+            Route::Pass
+        };
+        self.run_routed(packet, route, &Statement::Empty).await
+    }
+
+    /// COM_STMT_PREPARE: classified by its text now, so COM_STMT_EXECUTE knows its route.
+    async fn prepare(&mut self, packet: Packet) -> Result<(), End> {
+        let packet = self.with_connection_id(packet);
+        let st = statement::classify(packet.payload.get(1..).unwrap_or_default());
+        let r = route(&st);
+        if let Route::Reject(what) = r {
+            return self
+                .reply_error(&packet, &ClientError::NotSupported(what))
+                .await;
+        }
+        if matches!(
+            r,
+            Route::Begin | Route::Commit | Route::Rollback | Route::Toi(_) | Route::SetAutocommit
+        ) {
+            let e = ClientError::NotSupported(
+                "transaction control or DDL as a prepared statement through certus",
+            );
+            return self.reply_error(&packet, &e).await;
+        }
+        let (packets, ok) = self.relay_buffered(&packet, Shape::Prepare).await?;
+        if ok {
+            if let Some(id) = packets.first().and_then(|(p, _)| p.payload.get(1..5)) {
+                let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                self.prepared.insert(id, r == Route::Write);
+            }
+        }
+        for (p, _) in &packets {
+            self.client
+                .writer
+                .write_packet(p)
+                .await
+                .map_err(|e| End::ClientGone(e.to_string()))?;
+        }
+        self.client
+            .writer
+            .flush()
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    async fn execute(&mut self, packet: Packet) -> Result<(), End> {
+        let write = stmt_id(&packet)
+            .and_then(|id| self.prepared.get(&id).copied())
+            .unwrap_or(true);
+        let seq = packet.next_seq();
+        let autocommit = self.autocommit();
+        match (&mut self.txn, autocommit) {
+            (Some(t), _) => {
+                t.wrote |= write;
+                self.relay(&packet, Shape::ResultSets).await.map(drop)
+            }
+            (None, true) if write => self.autocommit_write(&packet, Shape::ResultSets).await,
+            (None, true) => self.relay(&packet, Shape::ResultSets).await.map(drop),
+            (None, false) => {
+                if let Err(e) = self.start_xa().await? {
+                    return self.send_refusal(seq, txn::Refusal::Backend(e)).await;
+                }
+                if let Some(t) = self.txn.as_mut() {
+                    t.wrote |= write;
+                }
+                self.relay(&packet, Shape::ResultSets).await.map(drop)
+            }
+        }
+    }
+
+    /// The session's backend connection was killed by a brute-force abort: the client gets
+    /// 1213 for the statement it sent, and the session continues on a new backend connection.
+    async fn recover_from_bf_abort(&mut self, seq: u8, why: &str) -> Result<(), End> {
+        debug!(
+            session = self.id.0,
+            "brute-force aborted ({why}); reconnecting to the backend"
+        );
+        self.txn = None;
+        self.prepared.clear();
+        self.last_gtid = Some(Vec::new());
+        let login = Login {
+            user: &self.identity.user,
+            stage1: self.identity.stage1.as_ref(),
+            db: self.db.as_deref(),
+            collation: self.opts.collation,
+            capabilities: self.opts.capabilities,
+            mariadb_capabilities: self.opts.mariadb_capabilities,
+            connect_attrs: None,
+            max_packet_size: self.opts.max_packet_size,
+        };
+        let (conn, _) = SessionConn::connect(&self.fe.backend.endpoint, &login)
+            .await
+            .map_err(|e| End::BackendGone(e.to_string()))?;
+        let conn = conn.ok_or_else(|| End::BackendGone("re-login refused".into()))?;
+        self.fe.registry.set_thread(&self.shared, conn.thread_id);
+        self.backend = conn;
+        self.shared.bf_victim.store(false, Ordering::SeqCst);
+        self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+        self.client
+            .send(seq, &ClientError::Deadlock.to_packet())
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
     }
 
     /// Rewrites `CONNECTION_ID()` in a COM_QUERY or COM_STMT_PREPARE text so that it returns the
@@ -335,12 +658,13 @@ impl Session {
                     Shape::ResultSets,
                 )
                 .await
+                .map(drop)
             }
             // Query ids and user names mean the same on the backend.
             Statement::Kill {
                 by_query_id: true, ..
             }
-            | Statement::KillUser { .. } => self.relay(&packet, Shape::ResultSets).await,
+            | Statement::KillUser { .. } => self.relay(&packet, Shape::ResultSets).await.map(drop),
             _ => {
                 let e = ClientError::NotSupported(
                     "KILL with an id that is not a literal number through certus",
@@ -364,7 +688,7 @@ impl Session {
         match self.fe.registry.backend_thread(SessionId(id)) {
             Some(thread) => {
                 packet.payload[1..5].copy_from_slice(&thread.to_le_bytes());
-                self.relay(&packet, Shape::Single).await
+                self.relay(&packet, Shape::Single).await.map(drop)
             }
             None => {
                 self.reply_error(&packet, &ClientError::UnknownThread(u64::from(id)))
@@ -375,6 +699,9 @@ impl Session {
 
     /// COM_CHANGE_USER: a full re-authentication, then the same on the backend connection.
     async fn change_user(&mut self, packet: Packet) -> Result<(), End> {
+        self.rollback_xa().await?;
+        self.prepared.clear();
+        self.last_gtid = None;
         let Some(req) = parse_change_user(&packet.payload, self.opts.capabilities) else {
             self.reply_error(&packet, &ClientError::BadHandshake)
                 .await?;
@@ -448,6 +775,11 @@ impl Session {
             Err(e) => Err(End::BackendGone(e.to_string())),
         }
     }
+}
+
+fn stmt_id(packet: &Packet) -> Option<u32> {
+    let b = packet.payload.get(1..5)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Case-insensitive substring test on raw bytes (a cheap filter before any parsing).

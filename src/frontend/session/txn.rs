@@ -1,0 +1,508 @@
+//! The session's side of the replicated write path (DESIGN §3): every write transaction runs
+//! inside an XA transaction on the local backend; at COMMIT it is prepared, its row events are
+//! taken from the binlog, it is rolled back locally, and the write set goes through Raft and
+//! certification. The client hears OK only once its own backend has applied the write set, 1213
+//! when certification refused it, and nothing (the connection closes) when the outcome is unknown.
+//! DDL is replicated as a TOI statement, run by every node's applier at its seqno.
+
+use super::{End, Session};
+use crate::frontend::error::ClientError;
+use crate::ids::Xid;
+use crate::node::write_path::{Outcome, SubmitError};
+use crate::protocol::command as cmd;
+use crate::protocol::response::{ok_packet, ResponseTracker, Shape, Step};
+use crate::protocol::{read_lenenc_int, Packet};
+use crate::statement::{Ddl, DdlKind};
+use crate::writeset::{self, Body, Key, SessionContext, TOICommand, WriteSet, WriteSetFlags};
+use mysql_common::constants::StatusFlags;
+use rand::Rng;
+use std::sync::atomic::Ordering;
+
+/// An XA transaction open on the session's backend connection.
+pub(super) struct Txn {
+    pub(super) xid: String,
+    pub(super) last_seen: crate::ids::Seqno,
+    /// Whether a statement that may write ran in it; read-only ones skip XA PREPARE.
+    pub(super) wrote: bool,
+}
+
+/// Why a commit did not succeed, as the client must see it.
+pub(super) enum Refusal {
+    Client(ClientError),
+    /// The backend's own ERR packet (e.g. XA PREPARE failed).
+    Backend(Vec<u8>),
+}
+
+/// A node-originated statement's reply on the session connection.
+pub(super) enum Internal {
+    Ok,
+    Rows(Vec<Vec<Option<Vec<u8>>>>),
+    Err(Vec<u8>),
+}
+
+/// Text-protocol row: each column a length-encoded string or 0xFB for NULL.
+fn parse_text_row(p: &[u8]) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < p.len() {
+        if p[pos] == 0xfb {
+            out.push(None);
+            pos += 1;
+            continue;
+        }
+        let Some((len, w)) = read_lenenc_int(&p[pos..]) else {
+            break;
+        };
+        let start = pos + w;
+        let end = start.saturating_add(len as usize).min(p.len());
+        out.push(Some(p[start..end].to_vec()));
+        pos = end;
+    }
+    out
+}
+
+impl Session {
+    pub(super) fn autocommit(&self) -> bool {
+        self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
+    }
+
+    fn new_xid(&self) -> String {
+        let r: u128 = rand::rng().random();
+        format!("certus_{}_{r:032x}", self.fe.write_path.node.0)
+    }
+
+    /// Runs a statement of the node's own on the session's backend connection.
+    pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, End> {
+        let mut payload = vec![cmd::QUERY];
+        payload.extend_from_slice(sql.as_bytes());
+        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
+        self.backend.writer.write(0, &payload).await.map_err(gone)?;
+        self.backend.writer.flush().await.map_err(gone)?;
+        let mut tracker = ResponseTracker::new(Shape::ResultSets, self.deprecate_eof());
+        let mut packets = Vec::new();
+        loop {
+            let p = self
+                .backend
+                .reader
+                .read()
+                .await
+                .map_err(|e| End::BackendGone(e.to_string()))?;
+            let step = tracker
+                .feed(&p.payload)
+                .map_err(|e| End::BackendGone(e.to_string()))?;
+            packets.push(p.payload);
+            if let Step::Done { status } = step {
+                if let Some(s) = status {
+                    self.status = s;
+                }
+                break;
+            }
+        }
+        if tracker.failed() {
+            return Ok(Internal::Err(packets.pop().unwrap_or_default()));
+        }
+        if packets.len() == 1 {
+            return Ok(Internal::Ok);
+        }
+        // Column count, definitions, [EOF], rows..., terminator.
+        let ncols = read_lenenc_int(&packets[0])
+            .map(|(n, _)| n as usize)
+            .unwrap_or(0);
+        let skip = 1 + ncols + usize::from(!self.deprecate_eof());
+        let rows = packets
+            .get(skip..packets.len().saturating_sub(1))
+            .unwrap_or_default()
+            .iter()
+            .map(|p| parse_text_row(p))
+            .collect();
+        Ok(Internal::Rows(rows))
+    }
+
+    /// The first column of the first row of an internal query.
+    async fn internal_value(&mut self, sql: &str) -> Result<Result<Option<Vec<u8>>, Vec<u8>>, End> {
+        Ok(match self.internal(sql).await? {
+            Internal::Rows(rows) => Ok(rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .flatten()),
+            Internal::Ok => Ok(None),
+            Internal::Err(e) => Err(e),
+        })
+    }
+
+    /// Opens an XA transaction. `last_seen` is read first: the snapshot is at least that new.
+    pub(super) async fn start_xa(&mut self) -> Result<Result<(), Vec<u8>>, End> {
+        if self.last_gtid.is_none() {
+            match self.internal_value("SELECT @@last_gtid").await? {
+                Ok(v) => self.last_gtid = Some(v.unwrap_or_default()),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let last_seen = self.fe.write_path.last_applied();
+        let xid = self.new_xid();
+        match self.internal(&format!("XA START '{xid}'")).await? {
+            Internal::Err(e) => Ok(Err(e)),
+            _ => {
+                self.txn = Some(super::txn::Txn {
+                    xid,
+                    last_seen,
+                    wrote: false,
+                });
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Rolls the open XA transaction back (ROLLBACK, or a session reset).
+    pub(super) async fn rollback_xa(&mut self) -> Result<(), End> {
+        if let Some(txn) = self.txn.take() {
+            let _ = self.internal(&format!("XA END '{}'", txn.xid)).await?;
+            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open XA transaction through the cluster.
+    pub(super) async fn commit_xa(&mut self) -> Result<Result<(), Refusal>, End> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(Ok(()));
+        };
+        if let Internal::Err(e) = self.internal(&format!("XA END '{}'", txn.xid)).await? {
+            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            return Ok(Err(Refusal::Backend(e)));
+        }
+        if !txn.wrote {
+            // Nothing that could write ran: nothing to replicate.
+            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            return Ok(Ok(()));
+        }
+        self.shared.committing.store(true, Ordering::SeqCst);
+        let result = self.prepare_and_capture(&txn).await;
+        self.shared.committing.store(false, Ordering::SeqCst);
+        let (statements, keys) = match result? {
+            Ok(Some(captured)) => captured,
+            Ok(None) => return Ok(Ok(())),
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let ws = WriteSet {
+            origin: self.fe.write_path.node,
+            xid: Xid(txn.xid.clone()),
+            last_seen: txn.last_seen,
+            flags: WriteSetFlags::default(),
+            keys,
+            body: Body::Rows(statements),
+        };
+        match self.fe.write_path.submit(ws).await {
+            Ok(Outcome::Committed { .. }) => Ok(Ok(())),
+            Ok(Outcome::Aborted { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
+            Ok(Outcome::ToiRefused { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
+            Ok(Outcome::NodeFailed(why)) => Err(End::Indeterminate(why)),
+            Err(SubmitError::Definite(why)) => {
+                tracing::warn!("write set not submitted: {why}");
+                Ok(Err(Refusal::Client(ClientError::NotReady)))
+            }
+            Err(SubmitError::Indeterminate(why)) => Err(End::Indeterminate(why)),
+        }
+    }
+
+    /// XA PREPARE, read the GTID, take the group from the binlog, XA ROLLBACK. None when the
+    /// transaction wrote nothing after all.
+    #[allow(clippy::type_complexity)]
+    async fn prepare_and_capture(
+        &mut self,
+        txn: &Txn,
+    ) -> Result<Result<Option<(Vec<Vec<u8>>, Vec<Key>)>, Refusal>, End> {
+        if let Internal::Err(e) = self.internal(&format!("XA PREPARE '{}'", txn.xid)).await? {
+            // A failed PREPARE has rolled the transaction back already; make sure.
+            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            return Ok(Err(Refusal::Backend(e)));
+        }
+        let gtid = match self.internal_value("SELECT @@last_gtid").await? {
+            Ok(v) => v.unwrap_or_default(),
+            Err(e) => {
+                let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+                return Ok(Err(Refusal::Backend(e)));
+            }
+        };
+        let unchanged = self.last_gtid.as_deref() == Some(gtid.as_slice());
+        let captured = if unchanged {
+            None
+        } else {
+            let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
+            match parsed {
+                Some(g) => Some(self.fe.write_path.take_group(g).await),
+                None => Some(Err(crate::capture::CaptureError::Malformed(format!(
+                    "unparseable @@last_gtid {:?}",
+                    String::from_utf8_lossy(&gtid)
+                )))),
+            }
+        };
+        // The rollback writes its own binlog group, which moves @@last_gtid: read it again
+        // before the next transaction.
+        let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+        self.last_gtid = if unchanged { Some(gtid) } else { None };
+        let Some(captured) = captured else {
+            return Ok(Ok(None));
+        };
+        let group = match captured {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("capture of a committing transaction failed: {e}");
+                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+            }
+        };
+        let keys = match self.fe.write_path.keys_for(&group).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!("certification keys for a committing transaction: {e}");
+                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+            }
+        };
+        let statements = group.statements.into_iter().map(|s| s.events).collect();
+        Ok(Ok(Some((statements, keys))))
+    }
+
+    pub(super) async fn send_refusal(&mut self, seq: u8, r: Refusal) -> Result<(), End> {
+        let payload = match r {
+            Refusal::Client(e) => e.to_packet(),
+            Refusal::Backend(p) => p,
+        };
+        self.client
+            .send(seq, &payload)
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// An OK for a statement the node completed itself.
+    pub(super) async fn send_ok(&mut self, seq: u8) -> Result<(), End> {
+        let mut status = self.status;
+        status.set(StatusFlags::SERVER_STATUS_IN_TRANS, self.txn.is_some());
+        let p = ok_packet(0, status, 0);
+        self.client
+            .send(seq, &p)
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// Sends `request` to the backend and keeps the response instead of relaying it.
+    pub(super) async fn relay_buffered(
+        &mut self,
+        request: &Packet,
+        shape: Shape,
+    ) -> Result<(Vec<(Packet, Option<usize>)>, bool), End> {
+        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
+        self.backend
+            .writer
+            .write_packet(request)
+            .await
+            .map_err(gone)?;
+        self.backend.writer.flush().await.map_err(gone)?;
+        let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
+        let mut packets = Vec::new();
+        loop {
+            let p = self
+                .backend
+                .reader
+                .read()
+                .await
+                .map_err(|e| End::BackendGone(e.to_string()))?;
+            let step = tracker
+                .feed(&p.payload)
+                .map_err(|e| End::BackendGone(e.to_string()))?;
+            packets.push((p, tracker.status_offset()));
+            if let Step::Done { status } = step {
+                if let Some(s) = status {
+                    self.status = s;
+                }
+                return Ok((packets, !tracker.failed()));
+            }
+        }
+    }
+
+    /// Relays a kept response, clearing the in-transaction flag of its status packets: the
+    /// client ran an autocommit statement, which the node wrapped in XA.
+    pub(super) async fn send_buffered(
+        &mut self,
+        packets: Vec<(Packet, Option<usize>)>,
+    ) -> Result<(), End> {
+        for (mut p, status_at) in packets {
+            if let Some(at) = status_at {
+                if let Some(b) = p.payload.get_mut(at) {
+                    *b &= !(StatusFlags::SERVER_STATUS_IN_TRANS.bits() as u8);
+                }
+            }
+            self.client
+                .writer
+                .write_packet(&p)
+                .await
+                .map_err(|e| End::ClientGone(e.to_string()))?;
+        }
+        self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+        self.client
+            .writer
+            .flush()
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// A write in autocommit mode: one XA transaction around the statement, committed through
+    /// the cluster before the client sees the statement's own response. A certification abort
+    /// is retried `retry_autocommit` times (Galera's wsrep_retry_autocommit).
+    pub(super) async fn autocommit_write(
+        &mut self,
+        request: &Packet,
+        shape: Shape,
+    ) -> Result<(), End> {
+        let mut retries = self.fe.settings.retry_autocommit;
+        loop {
+            if let Err(e) = self.start_xa().await? {
+                return self
+                    .send_refusal(request.next_seq(), Refusal::Backend(e))
+                    .await;
+            }
+            if let Some(t) = self.txn.as_mut() {
+                t.wrote = true;
+            }
+            let (packets, ok) = self.relay_buffered(request, shape).await?;
+            if !ok {
+                self.rollback_xa().await?;
+                return self.send_buffered(packets).await;
+            }
+            match self.commit_xa().await? {
+                Ok(()) => return self.send_buffered(packets).await,
+                Err(Refusal::Client(ClientError::Deadlock)) if retries > 0 => {
+                    retries -= 1;
+                    continue;
+                }
+                Err(r) => return self.send_refusal(request.next_seq(), r).await,
+            }
+        }
+    }
+
+    /// The session context a TOI statement runs with on every node.
+    async fn toi_context(&mut self) -> Result<Result<SessionContext, Vec<u8>>, End> {
+        let rows = match self
+            .internal(
+                "SELECT DATABASE(), @@sql_mode, @@character_set_client, @@character_set_connection, \
+                 @@character_set_results, @@collation_connection, @@foreign_key_checks, @@unique_checks, @@time_zone",
+            )
+            .await?
+        {
+            Internal::Rows(rows) => rows,
+            Internal::Err(e) => return Ok(Err(e)),
+            Internal::Ok => Vec::new(),
+        };
+        let row = rows.into_iter().next().unwrap_or_default();
+        let text = |i: usize| -> Option<String> {
+            row.get(i)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        Ok(Ok(SessionContext {
+            current_schema: text(0),
+            sql_mode: text(1).unwrap_or_default(),
+            character_set_client: text(2).unwrap_or_else(|| "utf8mb4".into()),
+            character_set_connection: text(3).unwrap_or_else(|| "utf8mb4".into()),
+            character_set_results: text(4),
+            collation_connection: text(5).unwrap_or_else(|| "utf8mb4_general_ci".into()),
+            foreign_key_checks: text(6).as_deref() != Some("0"),
+            unique_checks: text(7).as_deref() != Some("0"),
+            time_zone: text(8).unwrap_or_else(|| "SYSTEM".into()),
+        }))
+    }
+
+    /// Replicates a DDL statement in total order and answers with this node's applier result.
+    pub(super) async fn toi(&mut self, request: &Packet, ddl: &Ddl) -> Result<(), End> {
+        let seq = request.next_seq();
+        let context = match self.toi_context().await? {
+            Ok(c) => c,
+            Err(e) => return self.send_refusal(seq, Refusal::Backend(e)).await,
+        };
+        let default_schema = context.current_schema.clone();
+        let mut keys = Vec::new();
+        let name = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match ddl.kind {
+            DdlKind::CreateDatabase | DdlKind::AlterDatabase | DdlKind::DropDatabase => {
+                for o in &ddl.objects {
+                    keys.push(Key::exclusive(writeset::schema_key(&name(&o.name))));
+                }
+            }
+            _ => {
+                for o in ddl.objects.iter().chain(ddl.on_table.iter()) {
+                    let schema = o
+                        .schema
+                        .as_deref()
+                        .map(name)
+                        .or_else(|| default_schema.clone())
+                        .unwrap_or_default();
+                    keys.push(Key::exclusive(writeset::table_key(&schema, &name(&o.name))));
+                }
+            }
+        }
+        if keys.is_empty() {
+            // Accounts, grants and other objects without table names: one cluster-wide key.
+            keys.push(Key::exclusive(writeset::table_key("mysql", "global_priv")));
+        }
+        writeset::normalize_keys(&mut keys);
+        let ws = WriteSet {
+            origin: self.fe.write_path.node,
+            xid: Xid(self.new_xid()),
+            last_seen: self.fe.write_path.last_applied(),
+            flags: WriteSetFlags::default(),
+            keys,
+            body: Body::Toi(TOICommand {
+                statement: request.payload.get(1..).unwrap_or_default().to_vec(),
+                context,
+            }),
+        };
+        match self.fe.write_path.submit(ws).await {
+            Ok(Outcome::Committed { .. }) => self.send_ok(seq).await,
+            Ok(Outcome::ToiRefused {
+                code,
+                state,
+                message,
+            }) => {
+                let err = mysql_common::packets::ErrPacket::Error(
+                    mysql_common::packets::ServerError::new(
+                        code,
+                        Some(mysql_common::packets::SqlState::new(
+                            state.as_bytes().try_into().unwrap_or(*b"HY000"),
+                        )),
+                        message.into_bytes(),
+                    ),
+                );
+                let mut p = Vec::new();
+                mysql_common::proto::MySerialize::serialize(&err, &mut p);
+                self.send_refusal(seq, Refusal::Backend(p)).await
+            }
+            Ok(Outcome::Aborted { .. }) => {
+                self.send_refusal(seq, Refusal::Client(ClientError::Deadlock))
+                    .await
+            }
+            Ok(Outcome::NodeFailed(why)) => Err(End::Indeterminate(why)),
+            Err(SubmitError::Definite(why)) => {
+                tracing::warn!("TOI not submitted: {why}");
+                self.send_refusal(seq, Refusal::Client(ClientError::NotReady))
+                    .await
+            }
+            Err(SubmitError::Indeterminate(why)) => Err(End::Indeterminate(why)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_text_row;
+
+    #[test]
+    fn text_rows_parse_nulls_and_strings() {
+        assert_eq!(
+            parse_text_row(&[3, b'a', b'b', b'c', 0xfb, 0]),
+            vec![Some(b"abc".to_vec()), None, Some(Vec::new())]
+        );
+        // A truncated length never reads past the packet.
+        assert_eq!(parse_text_row(&[5, b'a']), vec![Some(b"a".to_vec())]);
+    }
+}

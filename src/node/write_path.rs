@@ -1,0 +1,615 @@
+//! The replicated write path of one node, below the sessions:
+//!
+//! * [`NodeFsm`] is the Raft state machine: it decodes each proposal, certifies it (the same
+//!   verdict on every node, in log order) and queues the result for the applier. It does no I/O.
+//! * The apply task replays committed write sets on the local backend in log order, runs TOI
+//!   statements, brute-force aborts local transactions that block it, and tells the origin
+//!   session the outcome once this backend reflects it (read-your-writes on the origin).
+//! * [`WritePath`] is what a session calls: last_seen, capture, keys, and `submit`.
+//!
+//! An apply failure is never ignored: the node becomes Inconsistent, applies nothing more and
+//! refuses clients (DESIGN §7).
+
+use crate::apply::{Applier, ApplyError, TOIContext};
+use crate::capture::{Capture, CaptureError, CapturedGroup, Gtid, RowKind};
+use crate::catalog::{Catalog, Table};
+use crate::certification::{Certifier, Verdict};
+use crate::frontend::Registry;
+use crate::ids::{NodeId, Seqno};
+use crate::replication::{Fsm, ProposeError, Replication};
+use crate::writeset::{
+    self, Body, CellValue, Collation, ForeignKeyMeta, IndexColumn, IndexMeta, Key, RowChange,
+    TableMeta, WriteSet,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+/// Write sets whose last_seen is further than this behind abort as too old (the
+/// certification index keeps this many seqnos of history).
+pub(crate) const CERTIFICATION_WINDOW: u64 = 100_000;
+
+/// What the origin session learns about its write set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Certified and applied on this node's backend.
+    Committed { seqno: Seqno },
+    /// Refused by certification (a conflict): the client gets 1213.
+    Aborted { seqno: Seqno },
+    /// A TOI statement the backend refused; every node refuses it alike.
+    ToiRefused {
+        code: u16,
+        state: String,
+        message: String,
+    },
+    /// This node could not apply (it is now Inconsistent); the outcome elsewhere is Commit.
+    NodeFailed(String),
+}
+
+enum Work {
+    Rows(Vec<Vec<u8>>),
+    Toi(writeset::TOICommand),
+    Aborted,
+}
+
+struct ApplyItem {
+    seqno: Seqno,
+    origin_xid: Option<String>,
+    work: Work,
+}
+
+/// State shared by the state machine, the apply task and the sessions.
+pub(crate) struct Shared {
+    /// The highest seqno this backend reflects (committed, aborted or refused: all processed).
+    applied: watch::Sender<Seqno>,
+    inconsistent: watch::Sender<Option<String>>,
+    waiters: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+    pub(crate) bf_aborts: AtomicU64,
+    pub(crate) cert_failures: AtomicU64,
+    pub(crate) local_commits: AtomicU64,
+}
+
+impl Shared {
+    fn notify(&self, xid: Option<&str>, outcome: Outcome) {
+        let Some(xid) = xid else { return };
+        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(xid));
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// The Raft state machine: certification, deterministic and I/O-free.
+pub(crate) struct NodeFsm {
+    node: NodeId,
+    certifier: Certifier,
+    queue: mpsc::UnboundedSender<ApplyItem>,
+}
+
+impl Fsm for NodeFsm {
+    fn apply_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
+        for p in proposals {
+            let ws = match WriteSet::decode(p) {
+                Ok(ws) => ws,
+                Err(e) => {
+                    // The same bytes fail on every node, so every node skips them alike.
+                    error!(index, "skipping an undecodable proposal: {e}");
+                    continue;
+                }
+            };
+            let verdict = self.certifier.certify_write_set(&ws);
+            let origin_xid = (ws.origin == self.node).then(|| ws.xid.0.clone());
+            let (seqno, work) = match verdict {
+                Verdict::Commit { seqno } => (
+                    seqno,
+                    match ws.body {
+                        Body::Rows(rows) => Work::Rows(rows),
+                        Body::Toi(cmd) => Work::Toi(cmd),
+                    },
+                ),
+                Verdict::Abort { seqno, .. } => (seqno, Work::Aborted),
+            };
+            let _ = self.queue.send(ApplyItem {
+                seqno,
+                origin_xid,
+                work,
+            });
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.certifier.to_snapshot().unwrap_or_default()
+    }
+
+    fn restore(&mut self, _index: u64, data: &[u8]) {
+        match Certifier::from_snapshot(data) {
+            Ok(c) => self.certifier = c,
+            Err(e) => error!("cannot restore the certification index from a snapshot: {e}"),
+        }
+    }
+}
+
+/// A submission that did not reach an outcome.
+#[derive(Debug)]
+pub(crate) enum SubmitError {
+    /// Nothing was committed (no leader, or the proposal was refused before the log).
+    Definite(String),
+    /// The write set may or may not commit; the client must not be told either way.
+    Indeterminate(String),
+}
+
+pub(crate) struct WritePath {
+    pub(crate) node: NodeId,
+    /// Taken out at shutdown; sessions still running then get Definite "shutting down" errors.
+    replication: tokio::sync::RwLock<Option<Replication>>,
+    capture: Capture,
+    pub(crate) shared: Arc<Shared>,
+    catalog: Catalog,
+    pool: mysql_async::Pool,
+    apply_task: tokio::task::JoinHandle<()>,
+    primary: Arc<std::sync::atomic::AtomicBool>,
+    primary_task: tokio::task::JoinHandle<()>,
+}
+
+/// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
+const PRIMARY_SAMPLE: Duration = Duration::from_millis(100);
+
+/// How long a session waits for its own XA group on the binlog stream.
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a session waits for its write set's outcome after proposing it.
+const OUTCOME_TIMEOUT: Duration = Duration::from_secs(120);
+/// After an indeterminate propose, the entry may still commit: wait this long for it.
+const INDETERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+impl WritePath {
+    pub(crate) async fn start(
+        node: NodeId,
+        repl_cfg: crate::replication::ReplicationConfig,
+        peer_listener: tokio::net::TcpListener,
+        backend: &crate::backend::Backend,
+        registry: Arc<Registry>,
+    ) -> Result<WritePath, String> {
+        let svc_opts = backend
+            .endpoint
+            .opts(&backend.service.user, &backend.service.password);
+        let replica_id = 1000 + u32::try_from(node.0).unwrap_or(0);
+        let capture = Capture::start(crate::capture::CaptureConfig::new(
+            svc_opts.clone(),
+            replica_id,
+        ))
+        .await
+        .map_err(|e| format!("binlog capture: {e}"))?;
+        let fd = capture
+            .format_description()
+            .map_err(|e| format!("binlog capture: {e}"))?;
+        let mut applier = Applier::connect(svc_opts, crate::capture::APPLIER_GTID_DOMAIN, fd)
+            .await
+            .map_err(|e| format!("applier: {e}"))?;
+        let start_applied = applier
+            .applied_seqno()
+            .await
+            .map_err(|e| format!("applier: {e}"))?;
+        let (applied, _) = watch::channel(start_applied);
+        let (inconsistent, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            applied,
+            inconsistent,
+            waiters: Mutex::new(HashMap::new()),
+            bf_aborts: AtomicU64::new(0),
+            cert_failures: AtomicU64::new(0),
+            local_commits: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fsm = Arc::new(Mutex::new(NodeFsm {
+            node,
+            certifier: Certifier::new(CERTIFICATION_WINDOW),
+            queue: tx,
+        }));
+        let catalog = Catalog::default();
+        let pool = backend.pool.clone();
+        let apply_task = tokio::spawn(apply_loop(
+            rx,
+            applier,
+            start_applied,
+            shared.clone(),
+            catalog.clone(),
+            pool.clone(),
+            registry,
+        ));
+        let replication = Replication::start(repl_cfg, fsm, peer_listener)
+            .await
+            .map_err(|e| format!("replication: {e}"))?;
+        info!(%node, applied = %start_applied, "write path started");
+        let primary = Arc::new(std::sync::atomic::AtomicBool::new(
+            replication.metrics().is_primary,
+        ));
+        let probe = replication.primary_probe();
+        let flag = primary.clone();
+        let primary_task = tokio::spawn(async move {
+            loop {
+                flag.store(probe(), Ordering::Relaxed);
+                tokio::time::sleep(PRIMARY_SAMPLE).await;
+            }
+        });
+        Ok(WritePath {
+            primary,
+            primary_task,
+            node,
+            replication: tokio::sync::RwLock::new(Some(replication)),
+            capture,
+            shared,
+            catalog,
+            pool,
+            apply_task,
+        })
+    }
+
+    /// The seqno this backend reflects: a transaction's last_seen, read before it starts.
+    pub(crate) fn last_applied(&self) -> Seqno {
+        *self.shared.applied.borrow()
+    }
+
+    pub(crate) fn inconsistent(&self) -> Option<String> {
+        self.shared.inconsistent.borrow().clone()
+    }
+
+    /// Whether this node is in the Primary component (a leader with quorum), as last sampled.
+    pub(crate) fn is_primary(&self) -> bool {
+        self.primary.load(Ordering::Relaxed)
+    }
+
+    pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
+        self.capture.take(gtid, CAPTURE_TIMEOUT).await
+    }
+
+    /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
+    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, String> {
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| format!("catalog: {e}"))?;
+        let mut keys = Vec::new();
+        let mut metas: HashMap<(String, String), TableMeta> = HashMap::new();
+        for stmt in &group.statements {
+            for row in &stmt.rows {
+                let id = (row.schema.clone(), row.table.clone());
+                if !metas.contains_key(&id) {
+                    let table = self
+                        .catalog
+                        .table(&mut conn, &row.schema, &row.table)
+                        .await
+                        .map_err(|e| format!("catalog: {e}"))?
+                        .ok_or_else(|| {
+                            format!("table {}.{} is not in the catalog", row.schema, row.table)
+                        })?;
+                    let meta = table_meta(&self.catalog, &mut conn, &table).await?;
+                    metas.insert(id.clone(), meta);
+                }
+                let Some(meta) = metas.get(&id) else { continue };
+                let table = self.catalog.get(&row.schema, &row.table);
+                let change = row_change(row, table.as_deref())?;
+                writeset::row_keys(meta, &change, &mut keys).map_err(|e| format!("keys: {e}"))?;
+            }
+        }
+        writeset::normalize_keys(&mut keys);
+        Ok(keys)
+    }
+
+    /// Orders `ws` through Raft and waits until this node's backend reflects its outcome.
+    pub(crate) async fn submit(&self, ws: WriteSet) -> Result<Outcome, SubmitError> {
+        let bytes = ws
+            .encode()
+            .map_err(|e| SubmitError::Definite(format!("encoding: {e}")))?;
+        let xid = ws.xid.0.clone();
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.shared.waiters.lock() {
+            w.insert(xid.clone(), tx);
+        }
+        let forget = || {
+            if let Ok(mut w) = self.shared.waiters.lock() {
+                w.remove(&xid);
+            }
+        };
+        let proposed = match self.replication.read().await.as_ref() {
+            Some(r) => r.propose(bytes).await,
+            None => Err(ProposeError::ShuttingDown),
+        };
+        match proposed {
+            Ok(_) => match tokio::time::timeout(OUTCOME_TIMEOUT, rx).await {
+                Ok(Ok(outcome)) => {
+                    match &outcome {
+                        Outcome::Committed { .. } => {
+                            self.shared.local_commits.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Outcome::Aborted { .. } => {
+                            self.shared.cert_failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => 0,
+                    };
+                    Ok(outcome)
+                }
+                _ => {
+                    forget();
+                    Err(SubmitError::Indeterminate(
+                        "no outcome within the timeout".into(),
+                    ))
+                }
+            },
+            Err(ProposeError::Indeterminate(why)) => {
+                match tokio::time::timeout(INDETERMINATE_GRACE, rx).await {
+                    // The entry did commit after all, and this node has its outcome.
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    _ => {
+                        forget();
+                        Err(SubmitError::Indeterminate(why))
+                    }
+                }
+            }
+            Err(e) => {
+                forget();
+                Err(SubmitError::Definite(e.to_string()))
+            }
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Some(r) = self.replication.write().await.take() {
+            r.shutdown().await;
+        }
+        self.capture.stop();
+        self.apply_task.abort();
+        self.primary_task.abort();
+    }
+}
+
+/// Converts the catalog's facts into the key derivation's table description.
+async fn table_meta(
+    catalog: &Catalog,
+    conn: &mut mysql_async::Conn,
+    t: &Table,
+) -> Result<TableMeta, String> {
+    let index = |ix: &crate::catalog::UniqueIndex| IndexMeta {
+        name: ix.name.clone(),
+        columns: ix
+            .columns
+            .iter()
+            .map(|(pos, prefix)| IndexColumn {
+                position: *pos,
+                prefix: prefix.map(|p| p as u32),
+            })
+            .collect(),
+    };
+    let mut foreign_keys = Vec::new();
+    for fk in &t.foreign_keys {
+        let parent = catalog
+            .table(conn, &fk.parent_schema, &fk.parent_table)
+            .await
+            .map_err(|e| format!("catalog: {e}"))?;
+        // A foreign key to a non-unique parent index is keyed on its column list, which the
+        // parent side does not produce: such a pair is not certified (documented limitation).
+        let parent_index = parent
+            .as_deref()
+            .and_then(|p| p.unique_index_on(&fk.parent_columns).map(str::to_owned))
+            .unwrap_or_else(|| format!("fk-columns:{}", fk.parent_columns.join(",")));
+        foreign_keys.push(ForeignKeyMeta {
+            columns: fk.columns.clone(),
+            parent_schema: fk.parent_schema.clone(),
+            parent_table: fk.parent_table.clone(),
+            parent_index,
+        });
+    }
+    Ok(TableMeta {
+        schema: t.schema.clone(),
+        table: t.name.clone(),
+        columns: t.columns.iter().map(|c| c.name.clone()).collect(),
+        primary_key: t.primary_key.as_ref().map(|pk| index(pk).columns),
+        unique_keys: t.unique_keys.iter().map(index).collect(),
+        referenced_indexes: Vec::new(),
+        foreign_keys,
+    })
+}
+
+fn cell(value: &mysql_async::Value, collation: Option<&str>) -> CellValue {
+    use mysql_async::Value as V;
+    match value {
+        V::NULL => CellValue::Null,
+        V::Int(i) => CellValue::Int(i128::from(*i)),
+        V::UInt(u) => CellValue::Int(i128::from(*u)),
+        V::Float(f) => CellValue::Float(f64::from(*f)),
+        V::Double(d) => CellValue::Float(*d),
+        V::Bytes(b) => match collation {
+            Some(c) => CellValue::Text {
+                bytes: b.clone(),
+                collation: Collation::from_name(c),
+            },
+            None => CellValue::Bytes(b.clone()),
+        },
+        V::Date(..) | V::Time(..) => {
+            CellValue::Temporal(value.as_sql(true).trim_matches('\'').to_owned())
+        }
+    }
+}
+
+fn row_change(row: &crate::capture::RowChange, table: Option<&Table>) -> Result<RowChange, String> {
+    let image =
+        |cols: &Option<Vec<crate::capture::ColumnValue>>| -> Result<Vec<CellValue>, String> {
+            let cols = cols.as_ref().ok_or("row image missing")?;
+            Ok(cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let collation = table
+                        .and_then(|t| t.columns.get(i))
+                        .and_then(|c| c.collation.as_deref());
+                    cell(&c.value, collation)
+                })
+                .collect())
+        };
+    Ok(match row.kind {
+        RowKind::Insert => RowChange::Insert {
+            after: image(&row.after)?,
+        },
+        RowKind::Update => RowChange::Update {
+            before: image(&row.before)?,
+            after: image(&row.after)?,
+        },
+        RowKind::Delete => RowChange::Delete {
+            before: image(&row.before)?,
+        },
+    })
+}
+
+/// Finds the local transactions that block the applier and kills those that are ordinary
+/// client transactions not yet committing (brute-force abort, DESIGN §7). A transaction in its
+/// commit step holds its locks only until its XA ROLLBACK, so it is waited for, never killed.
+async fn brute_force_abort(
+    pool: &mysql_async::Pool,
+    applier_thread: u32,
+    registry: &Registry,
+    shared: &Shared,
+) {
+    use mysql_async::prelude::Queryable;
+    let Ok(mut conn) = pool.get_conn().await else {
+        return;
+    };
+    let blockers: Vec<u64> = conn
+        .exec(
+            "SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w \
+             JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id \
+             JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id \
+             WHERE r.trx_mysql_thread_id = ?",
+            (applier_thread,),
+        )
+        .await
+        .unwrap_or_default();
+    for thread in blockers {
+        let Ok(thread) = u32::try_from(thread) else {
+            continue;
+        };
+        match registry.mark_bf_victim(thread) {
+            Some(true) => {
+                shared.bf_aborts.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    thread,
+                    "brute-force aborting a local transaction that blocks the applier"
+                );
+                let _ = conn.query_drop(format!("KILL CONNECTION {thread}")).await;
+            }
+            Some(false) => {}
+            None => warn!(
+                thread,
+                "the applier waits for a backend thread that is not a certus session"
+            ),
+        }
+    }
+}
+
+async fn apply_rows(
+    applier: &mut Applier,
+    seqno: Seqno,
+    statements: &[Vec<u8>],
+    pool: &mysql_async::Pool,
+    registry: &Registry,
+    shared: &Shared,
+) -> Result<(), ApplyError> {
+    let thread = applier.thread_id();
+    let apply = applier.apply(seqno, statements);
+    tokio::pin!(apply);
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut apply => return r,
+            _ = tick.tick() => brute_force_abort(pool, thread, registry, shared).await,
+        }
+    }
+}
+
+async fn apply_loop(
+    mut rx: mpsc::UnboundedReceiver<ApplyItem>,
+    mut applier: Applier,
+    start_applied: Seqno,
+    shared: Arc<Shared>,
+    catalog: Catalog,
+    pool: mysql_async::Pool,
+    registry: Arc<Registry>,
+) {
+    let mut failed: Option<String> = None;
+    while let Some(item) = rx.recv().await {
+        let xid = item.origin_xid.as_deref();
+        if let Some(reason) = &failed {
+            shared.notify(xid, Outcome::NodeFailed(reason.clone()));
+            continue;
+        }
+        let seqno = item.seqno;
+        if seqno <= start_applied {
+            // Replayed from the log after a restart: the backend already has it.
+            shared.applied.send_replace(seqno);
+            continue;
+        }
+        let outcome = match item.work {
+            Work::Aborted => Outcome::Aborted { seqno },
+            Work::Rows(statements) => {
+                match apply_rows(&mut applier, seqno, &statements, &pool, &registry, &shared).await
+                {
+                    Ok(()) => Outcome::Committed { seqno },
+                    Err(e) => {
+                        let reason = format!("applying seqno {seqno} failed: {e}");
+                        error!("{reason}; this node is now Inconsistent and stops serving");
+                        shared.inconsistent.send_replace(Some(reason.clone()));
+                        failed = Some(reason.clone());
+                        Outcome::NodeFailed(reason)
+                    }
+                }
+            }
+            Work::Toi(cmd) => {
+                let ctx = TOIContext {
+                    db: cmd.context.current_schema.clone(),
+                    sql_mode: cmd.context.sql_mode.clone(),
+                    character_set_client: cmd.context.character_set_client.clone(),
+                    collation_connection: cmd.context.collation_connection.clone(),
+                    character_set_results: cmd.context.character_set_results.clone(),
+                    foreign_key_checks: cmd.context.foreign_key_checks,
+                    time_zone: cmd.context.time_zone.clone(),
+                };
+                let sql = String::from_utf8_lossy(&cmd.statement).into_owned();
+                let result = applier.apply_toi(seqno, &ctx, &sql).await;
+                catalog.invalidate_all();
+                match result {
+                    Ok(()) => Outcome::Committed { seqno },
+                    Err(ApplyError::Backend {
+                        code,
+                        state,
+                        message,
+                        during: "the TOI statement",
+                    }) => match applier.record_applied(seqno).await {
+                        Ok(()) => Outcome::ToiRefused {
+                            code,
+                            state,
+                            message,
+                        },
+                        Err(e) => {
+                            let reason = format!("recording TOI seqno {seqno} failed: {e}");
+                            shared.inconsistent.send_replace(Some(reason.clone()));
+                            failed = Some(reason.clone());
+                            Outcome::NodeFailed(reason)
+                        }
+                    },
+                    Err(e) => {
+                        let reason = format!("TOI at seqno {seqno} failed: {e}");
+                        error!("{reason}; this node is now Inconsistent and stops serving");
+                        shared.inconsistent.send_replace(Some(reason.clone()));
+                        failed = Some(reason.clone());
+                        Outcome::NodeFailed(reason)
+                    }
+                }
+            }
+        };
+        shared.applied.send_replace(seqno);
+        shared.notify(xid, outcome);
+    }
+}

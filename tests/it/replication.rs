@@ -1,0 +1,364 @@
+//! The replicated write path on three nodes with three managed MariaDB backends.
+
+use crate::harness::{self, TestCluster};
+use mysql_async::prelude::*;
+use std::time::Duration;
+
+macro_rules! require_mariadb {
+    () => {
+        if !harness::mariadb_available() {
+            return;
+        }
+    };
+}
+
+fn is_deadlock(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1213 && s.state == "40001"
+        && s.message == "Deadlock found when trying to get lock; try restarting transaction")
+}
+
+/// CHECKSUM TABLE of `table` on every node's backend, read directly (not through the nodes).
+async fn checksums(c: &TestCluster, table: &str) -> Vec<Option<i64>> {
+    let mut out = Vec::new();
+    for n in &c.nodes {
+        let mut conn = n.service_conn().await;
+        let row: Option<(String, Option<i64>)> = conn
+            .query_first(format!("CHECKSUM TABLE {table}"))
+            .await
+            .unwrap_or(None);
+        out.push(row.and_then(|r| r.1));
+        let _ = conn.disconnect().await;
+    }
+    out
+}
+
+/// Waits until every backend has the same checksum for `table`; returns it.
+async fn converged(c: &TestCluster, table: &str) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let sums = checksums(c, table).await;
+        if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
+            return sums[0];
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{table} did not converge: {sums:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn count_on_backend(n: &harness::TestNode, sql: &str) -> i64 {
+    let mut conn = n.service_conn().await;
+    let v: Option<i64> = conn.query_first(sql).await.unwrap();
+    let _ = conn.disconnect().await;
+    v.unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_node_converge_on_all_backends() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE r").await.unwrap();
+    a.query_drop(
+        "CREATE TABLE r.t (id INT PRIMARY KEY, b BLOB, dt DATETIME(6), d DECIMAL(12,3), j JSON, n INT NULL, note VARCHAR(20))",
+    )
+    .await
+    .unwrap();
+    for (i, n) in c.nodes.iter().enumerate() {
+        let mut s = n.admin().await;
+        let base = (i as i32 + 1) * 100;
+        // Multi-row autocommit insert with every type.
+        s.exec_drop(
+            "INSERT INTO r.t VALUES (?, ?, '2024-02-29 12:34:56.123456', -123.456, '{\"k\": [1, 2]}', NULL, 'a'), (?, ?, NOW(6), 1.5, '[]', 7, 'b')",
+            (base, vec![0u8, 0xff, 0x80, i as u8], base + 1, vec![0xfeu8; 1000]),
+        )
+        .await
+        .unwrap();
+        s.query_drop(format!(
+            "UPDATE r.t SET note = 'upd', n = n + 1 WHERE id = {}",
+            base + 1
+        ))
+        .await
+        .unwrap();
+        // A multi-statement transaction.
+        s.query_drop("BEGIN").await.unwrap();
+        s.query_drop(format!(
+            "INSERT INTO r.t (id, note) VALUES ({}, 'tx')",
+            base + 2
+        ))
+        .await
+        .unwrap();
+        s.query_drop(format!("DELETE FROM r.t WHERE id = {base}"))
+            .await
+            .unwrap();
+        s.query_drop(format!("UPDATE r.t SET d = d * 2 WHERE id = {}", base + 1))
+            .await
+            .unwrap();
+        s.query_drop("COMMIT").await.unwrap();
+        // Read-your-writes on the origin, right after COMMIT.
+        let seen: Option<String> = s
+            .query_first(format!("SELECT note FROM r.t WHERE id = {}", base + 2))
+            .await
+            .unwrap();
+        assert_eq!(seen.as_deref(), Some("tx"));
+    }
+    let sum = converged(&c, "r.t").await;
+    assert!(sum.is_some());
+    for n in &c.nodes {
+        assert_eq!(count_on_backend(n, "SELECT COUNT(*) FROM r.t").await, 6);
+    }
+    // A read-only transaction commits without entering the log.
+    let before = count_on_backend(c.node(0), "SELECT applied_seqno FROM certus.state").await;
+    a.query_drop("BEGIN").await.unwrap();
+    let _: Vec<i32> = a.query("SELECT id FROM r.t").await.unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    a.query_drop("UPDATE r.t SET note = note WHERE id = 101")
+        .await
+        .unwrap();
+    assert_eq!(
+        count_on_backend(c.node(0), "SELECT applied_seqno FROM certus.state").await,
+        before
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_updates_on_two_nodes_abort_the_later_committer() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE cf").await.unwrap();
+    a.query_drop("CREATE TABLE cf.t (id INT PRIMARY KEY, v INT, u INT, UNIQUE KEY uk (u))")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO cf.t VALUES (1, 0, 1)")
+        .await
+        .unwrap();
+    converged(&c, "cf.t").await;
+    let mut b = c.node(1).admin().await;
+    // Cross-node conflict on one row.
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("UPDATE cf.t SET v = 10 WHERE id = 1")
+        .await
+        .unwrap();
+    b.query_drop("UPDATE cf.t SET v = 20 WHERE id = 1")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let e = b.query_drop("COMMIT").await.unwrap_err();
+    assert!(is_deadlock(&e), "{e:?}");
+    converged(&c, "cf.t").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT v FROM cf.t WHERE id = 1").await,
+            10
+        );
+    }
+    // Unique-key conflict across nodes: different primary keys, the same UNIQUE value.
+    let mut b = c.node(1).admin().await;
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO cf.t VALUES (2, 0, 42)")
+        .await
+        .unwrap();
+    b.query_drop("INSERT INTO cf.t VALUES (3, 0, 42)")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let e = b.query_drop("COMMIT").await.unwrap_err();
+    assert!(is_deadlock(&e), "{e:?}");
+    converged(&c, "cf.t").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT COUNT(*) FROM cf.t WHERE u = 42").await,
+            1
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_node_lost_update_is_refused() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let n = c.node(0);
+    let mut setup = n.admin().await;
+    setup.query_drop("CREATE DATABASE lu").await.unwrap();
+    setup
+        .query_drop("CREATE TABLE lu.counter (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    setup
+        .query_drop("INSERT INTO lu.counter VALUES (1, 0)")
+        .await
+        .unwrap();
+    let mut s1 = n.admin().await;
+    let mut s2 = n.admin().await;
+    s1.query_drop("BEGIN").await.unwrap();
+    s2.query_drop("BEGIN").await.unwrap();
+    let v1: i32 = s1
+        .query_first("SELECT v FROM lu.counter WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    let v2: i32 = s2
+        .query_first("SELECT v FROM lu.counter WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((v1, v2), (0, 0));
+    s1.query_drop(format!("UPDATE lu.counter SET v = {} WHERE id = 1", v1 + 1))
+        .await
+        .unwrap();
+    // s2's write waits for s1's row lock; run it concurrently with s1's COMMIT.
+    let t2 = tokio::spawn(async move {
+        let w = s2
+            .query_drop(format!("UPDATE lu.counter SET v = {} WHERE id = 1", v2 + 1))
+            .await;
+        let c = match &w {
+            Ok(()) => s2.query_drop("COMMIT").await,
+            Err(_) => Ok(()),
+        };
+        (w, c)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r1 = s1.query_drop("COMMIT").await;
+    let (w2, c2) = t2.await.unwrap();
+    let r2 = w2.and(c2);
+    let aborted = [&r1, &r2]
+        .iter()
+        .filter(|r| matches!(r, Err(e) if is_deadlock(e)))
+        .count();
+    let committed = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
+    assert_eq!((committed, aborted), (1, 1), "s1: {r1:?}, s2: {r2:?}");
+    converged(&c, "lu.counter").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT v FROM lu.counter WHERE id = 1").await,
+            1
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_conflict_and_cascade_everywhere() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE fk").await.unwrap();
+    a.query_drop("CREATE TABLE fk.parent (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.query_drop(
+        "CREATE TABLE fk.child (id INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) REFERENCES fk.parent (id) ON DELETE CASCADE)",
+    )
+    .await
+    .unwrap();
+    a.query_drop("INSERT INTO fk.parent VALUES (1), (2)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO fk.child VALUES (20, 2), (21, 2)")
+        .await
+        .unwrap();
+    converged(&c, "fk.child").await;
+    // A child insert on A races a parent delete on B.
+    let mut b = c.node(1).admin().await;
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO fk.child VALUES (10, 1)")
+        .await
+        .unwrap();
+    b.query_drop("DELETE FROM fk.parent WHERE id = 1")
+        .await
+        .unwrap();
+    let ra = a.query_drop("COMMIT").await;
+    let rb = b.query_drop("COMMIT").await;
+    assert!(
+        ra.is_ok() != rb.is_ok(),
+        "exactly one must commit: {ra:?} {rb:?}"
+    );
+    let loser = if ra.is_ok() { &rb } else { &ra };
+    assert!(matches!(loser, Err(e) if is_deadlock(e)), "{loser:?}");
+    converged(&c, "fk.child").await;
+    converged(&c, "fk.parent").await;
+    for n in &c.nodes {
+        let orphans = count_on_backend(n, "SELECT COUNT(*) FROM fk.child c LEFT JOIN fk.parent p ON p.id = c.pid WHERE p.id IS NULL").await;
+        assert_eq!(orphans, 0, "orphan children on a backend");
+    }
+    // ON DELETE CASCADE replicates: the children of parent 2 are gone everywhere.
+    let mut cn = c.node(2).admin().await;
+    cn.query_drop("DELETE FROM fk.parent WHERE id = 2")
+        .await
+        .unwrap();
+    converged(&c, "fk.child").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT COUNT(*) FROM fk.child WHERE pid = 2").await,
+            0
+        );
+    }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_failure_makes_the_node_inconsistent_not_divergent() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE af").await.unwrap();
+    a.query_drop("CREATE TABLE af.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO af.t VALUES (1, 1), (2, 2)")
+        .await
+        .unwrap();
+    converged(&c, "af.t").await;
+    // Remove a row behind certus's back on node 3's backend.
+    let mut direct = c.node(2).service_conn().await;
+    direct
+        .query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    direct
+        .query_drop("DELETE FROM af.t WHERE id = 2")
+        .await
+        .unwrap();
+    let mut c3 = c.node(2).admin().await;
+    a.query_drop("UPDATE af.t SET v = 20 WHERE id = 2")
+        .await
+        .unwrap();
+    // Node 3 cannot replay the update (1032): it must stop serving instead of diverging.
+    let node3 = c.node(2).node.as_ref().unwrap();
+    let inconsistent =
+        harness::TestNode::eventually(Duration::from_secs(10), || !node3.is_ready()).await;
+    assert!(inconsistent, "node 3 kept serving after an apply failure");
+    let e = c3.query_drop("SELECT * FROM af.t").await.unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1047),
+        "{e:?}"
+    );
+    let e = c
+        .node(2)
+        .connect(harness::ADMIN_USER, harness::ADMIN_PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1047),
+        "{e:?}"
+    );
+    // The other two keep serving and agree.
+    let mut b = c.node(1).admin().await;
+    b.query_drop("UPDATE af.t SET v = 30 WHERE id = 1")
+        .await
+        .unwrap();
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM af.t WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(20));
+    c.stop().await;
+}
