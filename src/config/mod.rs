@@ -63,6 +63,10 @@ pub struct RawNodeConfig {
     /// Shared secret that authenticates peers (at least 16 bytes); required with more than one member.
     #[arg(long, env = "CERTUS_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Local IP that outbound peer connections bind to (default: any). Lets a relay in front
+    /// of the peers tell the calling node apart (used by the jepsen suite's partitions).
+    #[arg(long, env = "CERTUS_PEER_SOURCE_IP")]
+    pub peer_source_ip: Option<std::net::IpAddr>,
     /// Backend mode: managed (default) or external.
     #[arg(long, env = "CERTUS_BACKEND_MODE")]
     pub backend_mode: Option<BackendMode>,
@@ -152,7 +156,7 @@ impl RawNodeConfig {
     /// Settings in `top` win over settings in `self`.
     pub fn overlay(&mut self, top: RawNodeConfig) {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
-            peer_listen, members, cluster_secret,
+            peer_listen, members, cluster_secret, peer_source_ip,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -299,6 +303,7 @@ impl RawNodeConfig {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(NodeConfig {
+            peer_source_ip: self.peer_source_ip,
             peer_listen,
             members,
             cluster_secret,
@@ -342,6 +347,7 @@ pub struct NodeConfig {
     /// Node id -> peer address, this node included.
     pub members: std::collections::BTreeMap<u64, String>,
     pub cluster_secret: Vec<u8>,
+    pub peer_source_ip: Option<std::net::IpAddr>,
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

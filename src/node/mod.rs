@@ -2,6 +2,7 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+pub mod status;
 pub(crate) mod write_path;
 
 use crate::backend::{self, Backend, BackendError};
@@ -76,12 +77,13 @@ impl Node {
             .iter()
             .map(|(id, addr)| (NodeId(*id), addr.clone()))
             .collect();
-        let repl_cfg = crate::replication::ReplicationConfig::new(
+        let mut repl_cfg = crate::replication::ReplicationConfig::new(
             NodeId(config.node_id),
             members,
             config.data_dir.join("raft"),
             config.cluster_secret.clone(),
         );
+        repl_cfg.peer_source_ip = config.peer_source_ip;
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,

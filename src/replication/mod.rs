@@ -90,6 +90,8 @@ pub struct ReplicationConfig {
     /// Upper bound on `propose`; beyond it the outcome is reported indeterminate.
     pub propose_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Bind outbound peer connections to this local address (default: any).
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -132,6 +134,7 @@ impl ReplicationConfig {
             max_inflight_batches: 2,
             propose_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
+            peer_source_ip: None,
         }
     }
 
@@ -244,7 +247,12 @@ impl Replication {
         let fsm: state_machine::SharedFsm = fsm;
         let state_machine = StateMachine::open(&cfg.data_dir, fsm)?;
         let secret: Arc<[u8]> = cfg.cluster_secret.clone().into();
-        let peers = Arc::new(Peers::new(id, secret.clone(), cfg.connect_timeout));
+        let peers = Arc::new(Peers::new(
+            id,
+            secret.clone(),
+            cfg.connect_timeout,
+            cfg.peer_source_ip,
+        ));
         let network = Network {
             peers: peers.clone(),
         };

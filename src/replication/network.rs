@@ -250,15 +250,24 @@ pub(crate) struct Peers {
     self_id: u64,
     secret: Arc<[u8]>,
     connect_timeout: Duration,
+    /// Local address outbound peer connections bind to, so that a relay in front of a peer can
+    /// tell which node is calling (the jepsen suite partitions links that way).
+    source_ip: Option<std::net::IpAddr>,
     idle: Mutex<HashMap<u64, Vec<TcpStream>>>,
 }
 
 impl Peers {
-    pub(crate) fn new(self_id: u64, secret: Arc<[u8]>, connect_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        self_id: u64,
+        secret: Arc<[u8]>,
+        connect_timeout: Duration,
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Self {
         Peers {
             self_id,
             secret,
             connect_timeout,
+            source_ip,
             idle: Mutex::new(HashMap::new()),
         }
     }
@@ -296,7 +305,21 @@ impl Peers {
 
     async fn connect(&self, target: u64, addr: &str) -> io::Result<TcpStream> {
         let fut = async {
-            let mut stream = TcpStream::connect(addr).await?;
+            let mut stream = match self.source_ip {
+                None => TcpStream::connect(addr).await?,
+                Some(ip) => {
+                    let target = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, "peer address resolves to nothing")
+                    })?;
+                    let socket = if target.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                    socket.connect(target).await?
+                }
+            };
             stream.set_nodelay(true)?;
             timeout(
                 HANDSHAKE_TIMEOUT,
