@@ -74,7 +74,19 @@ pub async fn start(opts: &DevClusterOptions) -> Result<(Vec<Node>, String), DevC
         let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
             .await
             .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{peer_port}: {e}")))?;
-        let node = match Node::start(cfg, listener, peer_listener).await {
+        let http_port = opts
+            .base_port
+            .checked_add(10 + i)
+            .ok_or_else(|| fail("port out of range".into()))?;
+        let http = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
+            .await
+            .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{http_port}: {e}")))?;
+        let listeners = crate::node::Listeners {
+            client: listener,
+            peer: peer_listener,
+            http: Some(http),
+        };
+        let node = match Node::start(cfg, listeners).await {
             Ok(n) => n,
             Err(e) => {
                 for n in nodes {

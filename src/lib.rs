@@ -19,6 +19,7 @@
 pub mod certification;
 pub mod config;
 pub mod devcluster;
+pub mod http;
 pub mod ids;
 pub mod node;
 pub mod recovery;

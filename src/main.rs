@@ -31,6 +31,15 @@ enum Command {
         #[command(flatten)]
         settings: RawNodeConfig,
     },
+    /// Show a node's state and the cluster's, read from its HTTP /status endpoint.
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, env = "CERTUS_HTTP_ADDR", default_value = "127.0.0.1:9200")]
+        http: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a local cluster of nodes with managed MariaDB backends, in the foreground.
     ///
     /// Node i listens for clients on BASE_PORT+i, for peers on BASE_PORT+20+i, and keeps its
@@ -91,7 +100,15 @@ async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::R
     let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
         .await
         .with_context(|| format!("cannot listen for peers on {}", cfg.peer_listen))?;
-    let node = certus::node::Node::start(cfg, listener, peer_listener).await?;
+    let http = tokio::net::TcpListener::bind(cfg.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http_listen))?;
+    let listeners = certus::node::Listeners {
+        client: listener,
+        peer: peer_listener,
+        http: Some(http),
+    };
+    let node = certus::node::Node::start(cfg, listeners).await?;
     wait_for_signal().await?;
     tracing::info!("shutting down");
     node.shutdown().await;
@@ -118,6 +135,16 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Node { config, settings } => rt.block_on(run_node(config, settings)),
+        Command::Status { http, json } => rt.block_on(async {
+            let status =
+                certus::http::fetch_status(&http, std::time::Duration::from_secs(2)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", certus::http::render_status(&status));
+            }
+            Ok(())
+        }),
         Command::DevCluster {
             dir,
             base_port,

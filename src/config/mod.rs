@@ -63,6 +63,23 @@ pub struct RawNodeConfig {
     /// Shared secret that authenticates peers (at least 16 bytes); required with more than one member.
     #[arg(long, env = "CERTUS_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Address of the HTTP server: clustercheck on any path, /metrics, /status (default
+    /// 127.0.0.1:9200).
+    #[arg(long, env = "CERTUS_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Clustercheck answers 200 while the node is a donor (default false).
+    #[arg(long, env = "CERTUS_AVAILABLE_WHEN_DONOR")]
+    pub available_when_donor: Option<bool>,
+    /// Clustercheck answers 200 while the backend is read_only (default true).
+    #[arg(long, env = "CERTUS_AVAILABLE_WHEN_READONLY")]
+    pub available_when_readonly: Option<bool>,
+    /// While this file exists clustercheck answers 503 "manually disabled" (default
+    /// <data_dir>/clustercheck.disabled).
+    #[arg(long, env = "CERTUS_MAINTENANCE_FILE")]
+    pub maintenance_file: Option<PathBuf>,
+    /// Clustercheck answers 503 when more write sets than this wait to be applied (default 1000).
+    #[arg(long, env = "CERTUS_MAX_APPLY_LAG")]
+    pub max_apply_lag: Option<u64>,
     /// Local IP that outbound peer connections bind to (default: any). Lets a relay in front
     /// of the peers tell the calling node apart (used by the jepsen suite's partitions).
     #[arg(long, env = "CERTUS_PEER_SOURCE_IP")]
@@ -156,7 +173,8 @@ impl RawNodeConfig {
     /// Settings in `top` win over settings in `self`.
     pub fn overlay(&mut self, top: RawNodeConfig) {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
-            peer_listen, members, cluster_secret, peer_source_ip,
+            peer_listen, members, cluster_secret, peer_source_ip, http_listen,
+            available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -303,6 +321,15 @@ impl RawNodeConfig {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(NodeConfig {
+            http_listen: self
+                .http_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9200))),
+            available_when_donor: self.available_when_donor.unwrap_or(false),
+            available_when_readonly: self.available_when_readonly.unwrap_or(true),
+            maintenance_file: self
+                .maintenance_file
+                .unwrap_or_else(|| data_dir.join("clustercheck.disabled")),
+            max_apply_lag: self.max_apply_lag.unwrap_or(1000),
             peer_source_ip: self.peer_source_ip,
             peer_listen,
             members,
@@ -348,6 +375,11 @@ pub struct NodeConfig {
     pub members: std::collections::BTreeMap<u64, String>,
     pub cluster_secret: Vec<u8>,
     pub peer_source_ip: Option<std::net::IpAddr>,
+    pub http_listen: SocketAddr,
+    pub available_when_donor: bool,
+    pub available_when_readonly: bool,
+    pub maintenance_file: PathBuf,
+    pub max_apply_lag: u64,
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

@@ -24,6 +24,9 @@ use tracing::{debug, info, warn};
 /// Settings of the client edge.
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeSettings {
+    /// `wsrep_cluster_address` and `wsrep_node_address`, as SHOW VARIABLES reports them.
+    pub(crate) cluster_address: String,
+    pub(crate) node_address: String,
     /// How often a certification abort of an autocommit statement is retried (Galera's
     /// wsrep_retry_autocommit).
     pub(crate) retry_autocommit: u32,
@@ -110,7 +113,11 @@ impl Registry {
     }
 }
 
+/// Computes the node's live status on every call.
+pub(crate) type StatusSource = Arc<dyn Fn() -> crate::node::status::NodeStatus + Send + Sync>;
+
 pub(crate) struct Frontend {
+    pub(crate) status: StatusSource,
     pub(crate) backend: Backend,
     pub(crate) settings: EdgeSettings,
     pub(crate) registry: Arc<Registry>,
@@ -123,8 +130,10 @@ impl Frontend {
         settings: EdgeSettings,
         registry: Arc<Registry>,
         write_path: Arc<WritePath>,
+        status: StatusSource,
     ) -> Arc<Frontend> {
         Arc::new(Frontend {
+            status,
             backend,
             settings,
             registry,

@@ -23,6 +23,32 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+/// The sockets a node serves on, bound by the caller.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub peer: TcpListener,
+    pub http: Option<TcpListener>,
+}
+
+/// `@@read_only` of the backend, sampled in the background so the HTTP check never waits on it.
+fn read_only_probe(backend: Backend) -> crate::http::ReadOnlyProbe {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    tokio::spawn(async move {
+        use mysql_async::prelude::Queryable;
+        loop {
+            if let Ok(mut c) = backend.pool.get_conn().await {
+                if let Ok(Some(v)) = c.query_first::<u8, _>("SELECT @@global.read_only").await {
+                    f.store(v != 0, Ordering::Relaxed);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Arc::new(move || flag.load(Ordering::Relaxed))
+}
+
 enum BackendOwner {
     Managed(backend::managed::Managed),
     External(tokio::task::JoinHandle<()>),
@@ -31,6 +57,7 @@ enum BackendOwner {
 /// A running node. Call [`Node::shutdown`] to stop it; dropping it leaves tasks running.
 pub struct Node {
     client_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     frontend: Arc<Frontend>,
     backend_owner: BackendOwner,
     shutdown_tx: watch::Sender<bool>,
@@ -48,11 +75,12 @@ pub enum NodeError {
 impl Node {
     /// Starts the backend and the write path, then serves clients on `listener`; peers reach
     /// this node on `peer_listener`.
-    pub async fn start(
-        config: NodeConfig,
-        listener: TcpListener,
-        peer_listener: TcpListener,
-    ) -> Result<Node, NodeError> {
+    pub async fn start(config: NodeConfig, listeners: Listeners) -> Result<Node, NodeError> {
+        let Listeners {
+            client: listener,
+            peer: peer_listener,
+            http: http_listener,
+        } = listeners;
         std::fs::create_dir_all(&config.data_dir)?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
@@ -66,6 +94,16 @@ impl Node {
             }
         };
         let settings = EdgeSettings {
+            cluster_address: format!(
+                "gcomm://{}",
+                config
+                    .members
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            node_address: config.peer_listen.to_string(),
             retry_autocommit: 1,
             idle_timeout: config.idle_timeout,
             net_read_timeout: config.net_read_timeout,
@@ -101,12 +139,40 @@ impl Node {
                 return Err(NodeError::Backend(e));
             }
         };
-        let frontend = Frontend::new(backend, settings, registry, write_path);
+        let status_source = status_source(
+            &config,
+            listener.local_addr()?,
+            backend.clone(),
+            write_path.clone(),
+        );
+        let frontend = Frontend::new(backend, settings, registry, write_path, status_source);
         let client_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let http_addr = match http_listener {
+            Some(l) => {
+                let addr = l.local_addr()?;
+                let opts = crate::http::HttpOptions {
+                    available_when_donor: config.available_when_donor,
+                    available_when_readonly: config.available_when_readonly,
+                    maintenance_file: Some(config.maintenance_file.clone()),
+                    max_apply_lag: Some(config.max_apply_lag),
+                    read_only: Some(read_only_probe(frontend.backend.clone())),
+                    ..Default::default()
+                };
+                tokio::spawn(crate::http::serve(
+                    l,
+                    frontend.status.clone(),
+                    opts,
+                    shutdown_rx.clone(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
         let serve_task = tokio::spawn(frontend::serve(listener, frontend.clone(), shutdown_rx));
         info!(node = %config.node_name, %client_addr, "node is serving");
         Ok(Node {
+            http_addr,
             client_addr,
             frontend,
             backend_owner: owner,
@@ -117,6 +183,11 @@ impl Node {
 
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// The HTTP server's address (clustercheck, /metrics, /status), when it was started.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The backend's unix socket or address, for tools and tests that must bypass the node.
@@ -156,6 +227,11 @@ impl Node {
         !self.frontend.not_ready()
     }
 
+    /// The node's state, as the status surfaces report it.
+    pub fn status(&self) -> status::NodeStatus {
+        (self.frontend.status)()
+    }
+
     /// The number of client sessions currently open.
     pub fn session_count(&self) -> usize {
         self.frontend.registry.len()
@@ -172,4 +248,73 @@ impl Node {
             BackendOwner::External(probe) => probe.abort(),
         }
     }
+}
+
+/// The cluster's state UUID (`wsrep_cluster_state_uuid`): derived from the initial membership
+/// and the cluster secret, so every member computes the same one without coordination.
+fn cluster_uuid(config: &NodeConfig) -> String {
+    let mut input = config.cluster_secret.clone();
+    for (id, addr) in &config.members {
+        input.extend_from_slice(format!("{id}={addr};").as_bytes());
+    }
+    let h = xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes();
+    uuid::Builder::from_random_bytes(h).into_uuid().to_string()
+}
+
+/// Builds the closure that computes a live [`status::NodeStatus`] on every call.
+fn status_source(
+    config: &NodeConfig,
+    client_addr: std::net::SocketAddr,
+    backend: Backend,
+    wp: Arc<WritePath>,
+) -> frontend::StatusSource {
+    use std::sync::atomic::Ordering;
+    let node_name = config.node_name.clone();
+    let node_id = config.node_id;
+    let local_index = config
+        .members
+        .keys()
+        .position(|id| *id == node_id)
+        .unwrap_or(0);
+    let uuid = cluster_uuid(config);
+    let members = config.members.len();
+    Arc::new(move || {
+        let (term, leader, size) = wp.raft_summary().unwrap_or((0, None, members));
+        let primary = wp.is_primary();
+        let inconsistent = wp.inconsistent();
+        let backend_up = backend.health() == backend::Health::Up;
+        let local_state = if primary && inconsistent.is_none() && backend_up {
+            status::LocalState::Synced
+        } else {
+            status::LocalState::Initialized
+        };
+        let ready = local_state == status::LocalState::Synced;
+        let sh = &wp.shared;
+        status::NodeStatus {
+            node_name: node_name.clone(),
+            node_id,
+            local_state,
+            primary,
+            inconsistent,
+            backend_up,
+            ready,
+            cluster_size: if primary { size } else { 1 },
+            cluster_state_uuid: uuid.clone(),
+            cluster_conf_id: term,
+            local_index,
+            incoming_addresses: client_addr.to_string(),
+            last_committed: wp.last_applied().0,
+            recv_queue: sh.queued.load(Ordering::Relaxed),
+            leader,
+            local_commits: sh.local_commits.load(Ordering::Relaxed),
+            local_cert_failures: sh.cert_failures.load(Ordering::Relaxed),
+            local_bf_aborts: sh.bf_aborts.load(Ordering::Relaxed),
+            local_replays: 0,
+            replicated: sh.replicated.load(Ordering::Relaxed),
+            received: sh.received.load(Ordering::Relaxed),
+            flow_control_paused: 0.0,
+            flow_control_paused_ns: 0,
+            provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
+        }
+    })
 }

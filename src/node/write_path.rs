@@ -70,6 +70,12 @@ pub(crate) struct Shared {
     pub(crate) bf_aborts: AtomicU64,
     pub(crate) cert_failures: AtomicU64,
     pub(crate) local_commits: AtomicU64,
+    /// Write sets this node proposed (`wsrep_replicated`).
+    pub(crate) replicated: AtomicU64,
+    /// Write sets from other nodes this node applied (`wsrep_received`).
+    pub(crate) received: AtomicU64,
+    /// Certified write sets waiting for the applier (`wsrep_local_recv_queue`).
+    pub(crate) queued: AtomicU64,
 }
 
 impl Shared {
@@ -87,6 +93,7 @@ pub(crate) struct NodeFsm {
     node: NodeId,
     certifier: Certifier,
     queue: mpsc::UnboundedSender<ApplyItem>,
+    shared: Arc<Shared>,
 }
 
 impl Fsm for NodeFsm {
@@ -112,6 +119,10 @@ impl Fsm for NodeFsm {
                 ),
                 Verdict::Abort { seqno, .. } => (seqno, Work::Aborted),
             };
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+            if ws.origin != self.node {
+                self.shared.received.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = self.queue.send(ApplyItem {
                 seqno,
                 origin_xid,
@@ -185,9 +196,13 @@ impl WritePath {
         let fd = capture
             .format_description()
             .map_err(|e| format!("binlog capture: {e}"))?;
-        let mut applier = Applier::connect(svc_opts, crate::capture::APPLIER_GTID_DOMAIN, fd)
-            .await
-            .map_err(|e| format!("applier: {e}"))?;
+        let mut applier = Applier::connect(
+            svc_opts.clone(),
+            crate::capture::APPLIER_GTID_DOMAIN,
+            fd.clone(),
+        )
+        .await
+        .map_err(|e| format!("applier: {e}"))?;
         let start_applied = applier
             .applied_seqno()
             .await
@@ -201,24 +216,29 @@ impl WritePath {
             bf_aborts: AtomicU64::new(0),
             cert_failures: AtomicU64::new(0),
             local_commits: AtomicU64::new(0),
+            replicated: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let fsm = Arc::new(Mutex::new(NodeFsm {
             node,
             certifier: Certifier::new(CERTIFICATION_WINDOW),
             queue: tx,
+            shared: shared.clone(),
         }));
         let catalog = Catalog::default();
         let pool = backend.pool.clone();
-        let apply_task = tokio::spawn(apply_loop(
-            rx,
+        let ctx = ApplyCtx {
             applier,
-            start_applied,
-            shared.clone(),
-            catalog.clone(),
-            pool.clone(),
+            opts: svc_opts,
+            fd,
+            shared: shared.clone(),
+            catalog: catalog.clone(),
+            pool: pool.clone(),
             registry,
-        ));
+        };
+        let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let replication = Replication::start(repl_cfg, fsm, peer_listener)
             .await
             .map_err(|e| format!("replication: {e}"))?;
@@ -259,6 +279,13 @@ impl WritePath {
     /// Whether this node is in the Primary component (a leader with quorum), as last sampled.
     pub(crate) fn is_primary(&self) -> bool {
         self.primary.load(Ordering::Relaxed)
+    }
+
+    /// Raft's view: (term, leader, member count), when it can be read without waiting.
+    pub(crate) fn raft_summary(&self) -> Option<(u64, Option<u64>, usize)> {
+        let guard = self.replication.try_read().ok()?;
+        let m = guard.as_ref()?.metrics();
+        Some((m.term, m.leader.map(|l| l.0), m.members.len()))
     }
 
     pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
@@ -318,6 +345,9 @@ impl WritePath {
             Some(r) => r.propose(bytes).await,
             None => Err(ProposeError::ShuttingDown),
         };
+        if proposed.is_ok() {
+            self.shared.replicated.fetch_add(1, Ordering::Relaxed);
+        }
         match proposed {
             Ok(_) => match tokio::time::timeout(OUTCOME_TIMEOUT, rx).await {
                 Ok(Ok(outcome)) => {
@@ -508,38 +538,113 @@ async fn brute_force_abort(
     }
 }
 
-async fn apply_rows(
-    applier: &mut Applier,
-    seqno: Seqno,
-    statements: &[Vec<u8>],
-    pool: &mysql_async::Pool,
-    registry: &Registry,
-    shared: &Shared,
-) -> Result<(), ApplyError> {
-    let thread = applier.thread_id();
-    let apply = applier.apply(seqno, statements);
-    tokio::pin!(apply);
-    let mut tick = tokio::time::interval(Duration::from_millis(25));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            r = &mut apply => return r,
-            _ = tick.tick() => brute_force_abort(pool, thread, registry, shared).await,
+/// What the apply task owns.
+struct ApplyCtx {
+    applier: Applier,
+    /// To reconnect the applier after the backend restarts.
+    opts: mysql_async::Opts,
+    fd: Arc<[u8]>,
+    shared: Arc<Shared>,
+    catalog: Catalog,
+    pool: mysql_async::Pool,
+    registry: Arc<Registry>,
+}
+
+/// How the apply of one write set ended.
+enum Applied {
+    Done,
+    /// The backend refused a statement: the node must stop (or, for a TOI, every node refuses).
+    Refused(ApplyError),
+}
+
+impl ApplyCtx {
+    async fn apply_rows(&mut self, seqno: Seqno, statements: &[Vec<u8>]) -> Result<(), ApplyError> {
+        let thread = self.applier.thread_id();
+        let apply = self.applier.apply(seqno, statements);
+        tokio::pin!(apply);
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut apply => return r,
+                _ = tick.tick() => brute_force_abort(&self.pool, thread, &self.registry, &self.shared).await,
+            }
+        }
+    }
+
+    /// Reconnects until the backend answers (its supervisor restarts it), then reports whether
+    /// `seqno` had already committed: the applied seqno lives in the same transaction as the
+    /// data, so the answer is exact and nothing is applied twice.
+    async fn reconnect(&mut self, seqno: Seqno) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match Applier::connect(
+                self.opts.clone(),
+                crate::capture::APPLIER_GTID_DOMAIN,
+                self.fd.clone(),
+            )
+            .await
+            {
+                Ok(mut a) => match a.applied_seqno().await {
+                    Ok(applied) => {
+                        self.applier = a;
+                        info!(%seqno, %applied, "applier reconnected to the backend");
+                        return applied >= seqno;
+                    }
+                    Err(e) => warn!("applier reconnected but cannot read its seqno: {e}"),
+                },
+                Err(e) => warn!("applier cannot reach the backend yet: {e}"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Applies one committed write set, surviving backend restarts.
+    async fn apply(&mut self, seqno: Seqno, work: &Work) -> Applied {
+        loop {
+            let result = match work {
+                Work::Aborted => return Applied::Done,
+                Work::Rows(statements) => self.apply_rows(seqno, statements).await,
+                Work::Toi(cmd) => {
+                    let ctx = TOIContext {
+                        db: cmd.context.current_schema.clone(),
+                        sql_mode: cmd.context.sql_mode.clone(),
+                        character_set_client: cmd.context.character_set_client.clone(),
+                        collation_connection: cmd.context.collation_connection.clone(),
+                        character_set_results: cmd.context.character_set_results.clone(),
+                        foreign_key_checks: cmd.context.foreign_key_checks,
+                        time_zone: cmd.context.time_zone.clone(),
+                    };
+                    let sql = String::from_utf8_lossy(&cmd.statement).into_owned();
+                    let r = self.applier.apply_toi(seqno, &ctx, &sql).await;
+                    self.catalog.invalidate_all();
+                    r
+                }
+            };
+            match result {
+                Ok(()) => return Applied::Done,
+                Err(ApplyError::Connection { message, during }) => {
+                    warn!(%seqno, "applier lost the backend during {during}: {message}");
+                    if self.reconnect(seqno).await {
+                        return Applied::Done;
+                    }
+                }
+                Err(e) => return Applied::Refused(e),
+            }
         }
     }
 }
 
 async fn apply_loop(
     mut rx: mpsc::UnboundedReceiver<ApplyItem>,
-    mut applier: Applier,
+    mut ctx: ApplyCtx,
     start_applied: Seqno,
-    shared: Arc<Shared>,
-    catalog: Catalog,
-    pool: mysql_async::Pool,
-    registry: Arc<Registry>,
 ) {
     let mut failed: Option<String> = None;
+    let shared = ctx.shared.clone();
     while let Some(item) = rx.recv().await {
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
         if let Some(reason) = &failed {
             shared.notify(xid, Outcome::NodeFailed(reason.clone()));
@@ -551,14 +656,27 @@ async fn apply_loop(
             shared.applied.send_replace(seqno);
             continue;
         }
-        let outcome = match item.work {
-            Work::Aborted => Outcome::Aborted { seqno },
-            Work::Rows(statements) => {
-                match apply_rows(&mut applier, seqno, &statements, &pool, &registry, &shared).await
-                {
-                    Ok(()) => Outcome::Committed { seqno },
+        let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
+            (Work::Aborted, _) => Outcome::Aborted { seqno },
+            (_, Applied::Done) => Outcome::Committed { seqno },
+            (
+                Work::Toi(_),
+                Applied::Refused(ApplyError::Backend {
+                    code,
+                    state,
+                    message,
+                    during: "the TOI statement",
+                }),
+            ) => {
+                // Every node refuses the same statement alike: its error is its result.
+                match ctx.applier.record_applied(seqno).await {
+                    Ok(()) => Outcome::ToiRefused {
+                        code,
+                        state,
+                        message,
+                    },
                     Err(e) => {
-                        let reason = format!("applying seqno {seqno} failed: {e}");
+                        let reason = format!("recording TOI seqno {seqno} failed: {e}");
                         error!("{reason}; this node is now Inconsistent and stops serving");
                         shared.inconsistent.send_replace(Some(reason.clone()));
                         failed = Some(reason.clone());
@@ -566,47 +684,12 @@ async fn apply_loop(
                     }
                 }
             }
-            Work::Toi(cmd) => {
-                let ctx = TOIContext {
-                    db: cmd.context.current_schema.clone(),
-                    sql_mode: cmd.context.sql_mode.clone(),
-                    character_set_client: cmd.context.character_set_client.clone(),
-                    collation_connection: cmd.context.collation_connection.clone(),
-                    character_set_results: cmd.context.character_set_results.clone(),
-                    foreign_key_checks: cmd.context.foreign_key_checks,
-                    time_zone: cmd.context.time_zone.clone(),
-                };
-                let sql = String::from_utf8_lossy(&cmd.statement).into_owned();
-                let result = applier.apply_toi(seqno, &ctx, &sql).await;
-                catalog.invalidate_all();
-                match result {
-                    Ok(()) => Outcome::Committed { seqno },
-                    Err(ApplyError::Backend {
-                        code,
-                        state,
-                        message,
-                        during: "the TOI statement",
-                    }) => match applier.record_applied(seqno).await {
-                        Ok(()) => Outcome::ToiRefused {
-                            code,
-                            state,
-                            message,
-                        },
-                        Err(e) => {
-                            let reason = format!("recording TOI seqno {seqno} failed: {e}");
-                            shared.inconsistent.send_replace(Some(reason.clone()));
-                            failed = Some(reason.clone());
-                            Outcome::NodeFailed(reason)
-                        }
-                    },
-                    Err(e) => {
-                        let reason = format!("TOI at seqno {seqno} failed: {e}");
-                        error!("{reason}; this node is now Inconsistent and stops serving");
-                        shared.inconsistent.send_replace(Some(reason.clone()));
-                        failed = Some(reason.clone());
-                        Outcome::NodeFailed(reason)
-                    }
-                }
+            (_, Applied::Refused(e)) => {
+                let reason = format!("applying seqno {seqno} failed: {e}");
+                error!("{reason}; this node is now Inconsistent and stops serving");
+                shared.inconsistent.send_replace(Some(reason.clone()));
+                failed = Some(reason.clone());
+                Outcome::NodeFailed(reason)
             }
         };
         shared.applied.send_replace(seqno);

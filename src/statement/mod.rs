@@ -19,6 +19,7 @@ mod classify;
 mod lexer;
 mod rewrite;
 mod split;
+pub mod wsrep;
 
 pub use classify::{
     classify, AdminKind, Assignment, Autocommit, Completion, Ddl, DdlKind, FlushKind, ObjectName,

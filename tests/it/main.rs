@@ -3,3 +3,4 @@
 mod client_edge;
 mod harness;
 mod replication;
+mod status;

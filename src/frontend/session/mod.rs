@@ -376,6 +376,13 @@ impl Session {
             }
         }
         let packet = self.with_connection_id(packet);
+        let text = packet.payload.get(1..).unwrap_or_default();
+        if contains_ascii_ci(text, b"show") {
+            if let Some(show) = statement::wsrep::parse_show(text) {
+                return self.show_status(packet, show).await;
+            }
+        }
+        let packet = self.with_wsrep_values(packet);
         let sql = packet.payload.get(1..).unwrap_or_default();
         let ranges = statement::split(sql);
         let routes: Vec<(Route, Statement)> = ranges
@@ -606,6 +613,180 @@ impl Session {
             .send(seq, &ClientError::Deadlock.to_packet())
             .await
             .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// The node's wsrep variables as (name, SHOW text, SQL literal).
+    ///
+    /// `socket` is included: the node has no unix socket, and reporting the backend's would
+    /// invite clients (mysql_async with prefer_socket) to reconnect to the backend directly,
+    /// bypassing replication.
+    fn wsrep_variables(
+        &self,
+        status: &crate::node::status::NodeStatus,
+    ) -> Vec<(String, String, String)> {
+        let s = &self.fe.settings;
+        let mut vars: Vec<(String, String, String)> =
+            crate::node::status::wsrep_variables(status, &s.cluster_address, &s.node_address, 0)
+                .into_iter()
+                .map(|v| (v.name.to_string(), v.show, v.literal))
+                .collect();
+        vars.push(("socket".into(), String::new(), "''".into()));
+        vars
+    }
+
+    /// Substitutes the node's values for `@@wsrep_*` and in the status and variable tables.
+    fn with_wsrep_values(&self, packet: Packet) -> Packet {
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        if !(contains_ascii_ci(sql, b"wsrep")
+            || contains_ascii_ci(sql, b"_status")
+            || contains_ascii_ci(sql, b"_variables")
+            || contains_ascii_ci(sql, b"@@socket"))
+        {
+            return packet;
+        }
+        let status = (self.fe.status)();
+        let rows = status.wsrep_status_rows();
+        let vars = self.wsrep_variables(&status);
+        let values = statement::wsrep::WsrepValues {
+            status: &rows,
+            variables: &vars,
+        };
+        match statement::wsrep::rewrite_wsrep(sql, &values) {
+            Some(text) => {
+                let mut payload = Vec::with_capacity(text.len() + 1);
+                payload.push(packet.payload[0]);
+                payload.extend_from_slice(&text);
+                Packet {
+                    seq: packet.seq,
+                    payload,
+                }
+            }
+            None => packet,
+        }
+    }
+
+    /// `SHOW STATUS` / `SHOW VARIABLES`: the backend's rows merged with the node's `wsrep_%`
+    /// rows, filtered the same way and sorted by name as MariaDB sorts them.
+    async fn show_status(
+        &mut self,
+        packet: Packet,
+        show: statement::wsrep::Show,
+    ) -> Result<(), End> {
+        use statement::wsrep::{like_matches, ShowFilter, ShowKind};
+        let status = (self.fe.status)();
+        let ours: Vec<(String, String)> = match show.kind {
+            ShowKind::Status => status.wsrep_status_rows(),
+            ShowKind::Variables => self
+                .wsrep_variables(&status)
+                .into_iter()
+                .map(|(n, v, _)| (n, v))
+                .collect(),
+        };
+        let ours_all_names: Vec<String> = ours.iter().map(|(n, _)| n.clone()).collect();
+        let ours: Vec<(String, String)> = match &show.filter {
+            ShowFilter::None => ours,
+            ShowFilter::Like(p) => ours
+                .into_iter()
+                .filter(|(n, _)| like_matches(p, n.as_bytes()))
+                .collect(),
+            ShowFilter::Where(expr) => {
+                let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+                let union = ours
+                    .iter()
+                    .map(|(n, v)| {
+                        format!(
+                            "SELECT {} AS Variable_name, {} AS Value",
+                            quote(n),
+                            quote(v)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
+                let sql = format!(
+                    "SELECT Variable_name, Value FROM ({union}) AS t WHERE {}",
+                    String::from_utf8_lossy(expr)
+                );
+                match self.internal(&sql).await? {
+                    txn::Internal::Rows(rows) => rows
+                        .into_iter()
+                        .filter_map(|r| {
+                            let mut it = r.into_iter();
+                            let n = it.next().flatten()?;
+                            let v = it.next().flatten().unwrap_or_default();
+                            Some((
+                                String::from_utf8_lossy(&n).into_owned(),
+                                String::from_utf8_lossy(&v).into_owned(),
+                            ))
+                        })
+                        .collect(),
+                    // The backend's own SHOW reports the expression's error.
+                    _ => Vec::new(),
+                }
+            }
+        };
+        let (packets, ok) = self.relay_buffered(&packet, Shape::ResultSets).await?;
+        let header = 3 + usize::from(!self.deprecate_eof());
+        if !ok || packets.len() < header + 1 {
+            for (p, _) in &packets {
+                self.client
+                    .writer
+                    .write_packet(p)
+                    .await
+                    .map_err(|e| End::ClientGone(e.to_string()))?;
+            }
+            return self
+                .client
+                .writer
+                .flush()
+                .await
+                .map_err(|e| End::ClientGone(e.to_string()));
+        }
+        // A MariaDB built with wsrep support reports its own (idle) wsrep rows: the node's
+        // values replace them.
+        let ours_names: Vec<String> = ours_all_names;
+        let mut rows: Vec<Vec<u8>> = packets[header..packets.len() - 1]
+            .iter()
+            .map(|(p, _)| p.payload.clone())
+            .filter(|r| {
+                txn::row_first_column(r).is_none_or(|c| {
+                    !ours_names
+                        .iter()
+                        .any(|n| c.eq_ignore_ascii_case(n.as_bytes()))
+                })
+            })
+            .collect();
+        for (n, v) in &ours {
+            let mut r = Vec::new();
+            crate::backend::session_conn::put_lenenc_bytes(&mut r, n.as_bytes());
+            crate::backend::session_conn::put_lenenc_bytes(&mut r, v.as_bytes());
+            rows.push(r);
+        }
+        rows.sort_by_key(|r| {
+            txn::row_first_column(r)
+                .map(|c| c.to_ascii_lowercase())
+                .unwrap_or_default()
+        });
+        let mut seq = packets[0].0.seq;
+        let gone = |e: std::io::Error| End::ClientGone(e.to_string());
+        for (p, _) in &packets[..header] {
+            seq = self
+                .client
+                .writer
+                .write(seq, &p.payload)
+                .await
+                .map_err(gone)?;
+        }
+        for r in &rows {
+            seq = self.client.writer.write(seq, r).await.map_err(gone)?;
+        }
+        if let Some((last, _)) = packets.last() {
+            self.client
+                .writer
+                .write(seq, &last.payload)
+                .await
+                .map_err(gone)?;
+        }
+        self.client.writer.flush().await.map_err(gone)
     }
 
     /// Rewrites `CONNECTION_ID()` in a COM_QUERY or COM_STMT_PREPARE text so that it returns the

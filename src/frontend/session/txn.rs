@@ -61,6 +61,11 @@ fn parse_text_row(p: &[u8]) -> Vec<Option<Vec<u8>>> {
     out
 }
 
+/// The first column of a text-protocol row.
+pub(super) fn row_first_column(p: &[u8]) -> Option<Vec<u8>> {
+    parse_text_row(p).into_iter().next().flatten()
+}
+
 impl Session {
     pub(super) fn autocommit(&self) -> bool {
         self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)

@@ -35,8 +35,15 @@ pub fn test_backend_options() -> Vec<String> {
     .collect()
 }
 
-/// Returns false (after saying so) when the test must be skipped.
+/// Returns false (after saying so) when the test must be skipped. Also turns on logs when
+/// RUST_LOG is set.
 pub fn mariadb_available() -> bool {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     if Path::new(MARIADBD).exists() {
         return true;
     }
@@ -103,7 +110,12 @@ fn build_template_in(root: &Path) -> Result<(), String> {
             peers.local_addr().map_err(|e| e.to_string())?.to_string(),
         )]
         .into();
-        let node = Node::start(cfg, listener, peers)
+        let listeners = certus::node::Listeners {
+            client: listener,
+            peer: peers,
+            http: None,
+        };
+        let node = Node::start(cfg, listeners)
             .await
             .map_err(|e| e.to_string())?;
         let mut conn = service_conn_at(&root).await;
@@ -132,6 +144,13 @@ pub fn node_config(data_dir: &Path, node_id: u64) -> certus::config::NodeConfig 
 
 /// The service account's connection straight to a node's backend socket (bypassing the node).
 pub async fn service_conn_at(data_dir: &Path) -> mysql_async::Conn {
+    try_service_conn_at(data_dir)
+        .await
+        .expect("service connection to the backend")
+}
+
+/// Like [`service_conn_at`], for a backend that may be restarting.
+pub async fn try_service_conn_at(data_dir: &Path) -> Result<mysql_async::Conn, mysql_async::Error> {
     let cnf = std::fs::read_to_string(data_dir.join("service.cnf")).expect("service.cnf");
     let get = |k: &str| {
         cnf.lines()
@@ -147,9 +166,7 @@ pub async fn service_conn_at(data_dir: &Path) -> mysql_async::Conn {
         ))
         .user(Some(get("user")))
         .pass(Some(get("password")));
-    mysql_async::Conn::new(opts)
-        .await
-        .expect("service connection to the backend")
+    mysql_async::Conn::new(opts).await
 }
 
 pub struct TestNode {
@@ -180,9 +197,15 @@ impl TestNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let node = Node::start(cfg, listener, peers)
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("node starts");
+            .expect("bind");
+        let listeners = certus::node::Listeners {
+            client: listener,
+            peer: peers,
+            http: Some(http),
+        };
+        let node = Node::start(cfg, listeners).await.expect("node starts");
         let ready = TestNode::eventually(Duration::from_secs(30), || node.is_ready()).await;
         assert!(ready, "node not ready within 30 s");
         TestNode {
@@ -392,6 +415,12 @@ impl TestCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Whether `n` becomes ready within 30 s.
+    pub async fn wait_node_ready(n: &TestNode) -> bool {
+        let node = n.node.as_ref().expect("running node");
+        TestNode::eventually(Duration::from_secs(30), || node.is_ready()).await
     }
 
     pub fn node(&self, i: usize) -> &TestNode {
