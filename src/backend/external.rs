@@ -79,6 +79,7 @@ fn violations(values: &[(String, String)]) -> Vec<String> {
 
 pub(crate) async fn connect(
     cfg: &ExternalBackend,
+    auto_inc: super::managed::AutoIncrement,
 ) -> Result<(Backend, tokio::task::JoinHandle<()>), BackendError> {
     let endpoint = Endpoint::from(&cfg.endpoint);
     let service = ServiceAccount {
@@ -117,6 +118,12 @@ pub(crate) async fn connect(
         )));
     }
     install_schema(&mut conn).await?;
+    // wsrep_auto_increment_control: new sessions inherit these.
+    conn.query_drop(format!(
+        "SET GLOBAL auto_increment_increment = {}, GLOBAL auto_increment_offset = {}",
+        auto_inc.increment, auto_inc.offset
+    ))
+    .await?;
     conn.disconnect().await?;
     let (health_tx, health_rx) = watch::channel(Health::Down);
     let backend = Backend::new(endpoint, service, health_rx);

@@ -31,6 +31,20 @@ pub(crate) enum ClientError {
     UnknownCommand,
     PacketTooLarge,
     UnknownThread(u64),
+    /// A missing global privilege (replicated DDL checks privileges before ordering it).
+    SpecificAccessDenied(String),
+    DbAccessDenied {
+        user: String,
+        host: String,
+        db: String,
+    },
+    TableAccessDenied {
+        command: String,
+        user: String,
+        host: String,
+        db: String,
+        table: String,
+    },
     /// Certification refused the transaction (or it was brute-force aborted).
     Deadlock,
     /// A statement form certus cannot relay faithfully; the text names it.
@@ -76,6 +90,21 @@ impl ClientError {
                 "Got a packet bigger than 'max_allowed_packet' bytes".into(),
             ),
             ClientError::UnknownThread(id) => (1094, b"HY000", format!("Unknown thread id: {id}")),
+            ClientError::SpecificAccessDenied(privilege) => (
+                1227,
+                b"42000",
+                format!("Access denied; you need (at least one of) the {privilege} privilege(s) for this operation"),
+            ),
+            ClientError::DbAccessDenied { user, host, db } => (
+                1044,
+                b"42000",
+                format!("Access denied for user '{user}'@'{host}' to database '{db}'"),
+            ),
+            ClientError::TableAccessDenied { command, user, host, db, table } => (
+                1142,
+                b"42000",
+                format!("{command} command denied to user '{user}'@'{host}' for table `{db}`.`{table}`"),
+            ),
             ClientError::Deadlock => (
                 1213,
                 b"40001",

@@ -84,12 +84,18 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
-                let (managed, backend) =
-                    backend::managed::Managed::start(&config.data_dir, config.node_id, m).await?;
+                let (managed, backend) = backend::managed::Managed::start(
+                    &config.data_dir,
+                    config.node_id,
+                    auto_increment(&config),
+                    m,
+                )
+                .await?;
                 (backend, BackendOwner::Managed(managed))
             }
             BackendConfig::External(e) => {
-                let (backend, probe) = backend::external::connect(e).await?;
+                let (backend, probe) =
+                    backend::external::connect(e, auto_increment(&config)).await?;
                 (backend, BackendOwner::External(probe))
             }
         };
@@ -247,6 +253,18 @@ impl Node {
             BackendOwner::Managed(m) => m.shutdown().await,
             BackendOwner::External(probe) => probe.abort(),
         }
+    }
+}
+
+fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
+    backend::managed::AutoIncrement {
+        increment: config.members.len().max(1) as u64,
+        offset: config
+            .members
+            .keys()
+            .position(|id| *id == config.node_id)
+            .unwrap_or(0) as u64
+            + 1,
     }
 }
 

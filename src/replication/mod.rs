@@ -387,7 +387,7 @@ impl Replication {
     /// A cheap probe of "is this node in the Primary component", usable from another task.
     pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let metrics = self.raft.metrics();
-        let election = self.cfg.election_timeout_min.as_millis() as u64;
+        let election = self.cfg.election_timeout_max.as_millis() as u64;
         move || {
             let m = metrics.borrow();
             is_primary(
@@ -401,7 +401,7 @@ impl Replication {
 
     pub fn metrics(&self) -> ReplicationMetrics {
         let m = self.raft.metrics().borrow().clone();
-        let election = self.cfg.election_timeout_min.as_millis() as u64;
+        let election = self.cfg.election_timeout_max.as_millis() as u64;
         let is_primary = is_primary(
             m.state,
             m.millis_since_quorum_ack,

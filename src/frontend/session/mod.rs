@@ -61,6 +61,7 @@ enum End {
     Indeterminate(String),
 }
 
+mod privilege;
 mod txn;
 
 pub(crate) struct Session {

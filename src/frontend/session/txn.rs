@@ -426,6 +426,19 @@ impl Session {
             Err(e) => return self.send_refusal(seq, Refusal::Backend(e)).await,
         };
         let default_schema = context.current_schema.clone();
+        let (privilege, scope) = super::privilege::required(ddl, default_schema.as_deref());
+        match self
+            .internal(&super::privilege::check_query(privilege, &scope))
+            .await?
+        {
+            Internal::Rows(rows) if !rows.is_empty() => {}
+            // A failing check query (no privilege to read the privilege tables) refuses too.
+            _ => {
+                let user = String::from_utf8_lossy(&self.identity.user).into_owned();
+                let e = super::privilege::denied(privilege, &scope, &user, &self.identity.host);
+                return self.send_refusal(seq, Refusal::Client(e)).await;
+            }
+        }
         let mut keys = Vec::new();
         let name = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match ddl.kind {
