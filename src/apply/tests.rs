@@ -671,8 +671,8 @@ async fn reader_fails_waiters_when_the_stream_breaks_and_resumes_after_reconnect
             .is_some()
     );
 
-    // Idle for longer than the silence limit (3 heartbeats + 1 s): heartbeats keep it alive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Idle for longer than the silence limit (8 heartbeats): heartbeats keep it alive.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(
         capture.stats().disconnects,
         0,

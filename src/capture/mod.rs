@@ -105,7 +105,7 @@ pub struct CaptureConfig {
     pub replica_server_id: u32,
     pub applier_domain: u32,
     pub max_buffered_groups: usize,
-    /// Asked of the server as `@master_heartbeat_period`; three silent periods count as a
+    /// Asked of the server as `@master_heartbeat_period`; eight silent periods count as a
     /// broken stream.
     pub heartbeat: Duration,
     pub backoff_min: Duration,
@@ -522,7 +522,8 @@ async fn stream_once(
     let mut stream = conn.get_binlog_stream(request).await.map_err(connect)?;
     info!(from = %state, "binlog stream requested");
 
-    let silence = cfg.heartbeat * 3 + Duration::from_secs(1);
+    // Generous: a loaded machine delays heartbeats, and a false alarm fails every waiter.
+    let silence = cfg.heartbeat * 8;
     let mut assembler = Assembler::new(cfg.applier_domain);
     loop {
         let ev = match tokio::time::timeout(silence, next_event(&mut stream)).await {

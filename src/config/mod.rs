@@ -80,6 +80,13 @@ pub struct RawNodeConfig {
     /// Clustercheck answers 503 when more write sets than this wait to be applied (default 1000).
     #[arg(long, env = "CERTUS_MAX_APPLY_LAG")]
     pub max_apply_lag: Option<u64>,
+    /// Default wsrep_sync_wait of new sessions (bit 1: reads wait for causality; default 0).
+    #[arg(long, env = "CERTUS_SYNC_WAIT")]
+    pub sync_wait: Option<u32>,
+    /// Seconds a causal read may wait before it fails with 1205 (default 30, Galera's
+    /// causal_read_timeout).
+    #[arg(long, env = "CERTUS_CAUSAL_READ_TIMEOUT")]
+    pub causal_read_timeout: Option<u64>,
     /// Local IP that outbound peer connections bind to (default: any). Lets a relay in front
     /// of the peers tell the calling node apart (used by the jepsen suite's partitions).
     #[arg(long, env = "CERTUS_PEER_SOURCE_IP")]
@@ -175,6 +182,7 @@ impl RawNodeConfig {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
             peer_listen, members, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
+            sync_wait, causal_read_timeout,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -321,6 +329,8 @@ impl RawNodeConfig {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(NodeConfig {
+            sync_wait: self.sync_wait.unwrap_or(0),
+            causal_read_timeout: Duration::from_secs(self.causal_read_timeout.unwrap_or(30).max(1)),
             http_listen: self
                 .http_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9200))),
@@ -376,6 +386,8 @@ pub struct NodeConfig {
     pub cluster_secret: Vec<u8>,
     pub peer_source_ip: Option<std::net::IpAddr>,
     pub http_listen: SocketAddr,
+    pub sync_wait: u32,
+    pub causal_read_timeout: Duration,
     pub available_when_donor: bool,
     pub available_when_readonly: bool,
     pub maintenance_file: PathBuf,

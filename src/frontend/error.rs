@@ -45,6 +45,10 @@ pub(crate) enum ClientError {
         db: String,
         table: String,
     },
+    /// `SET var = value` with a value the variable does not take.
+    WrongValueForVar(String, String),
+    /// A causal read could not catch up within causal_read_timeout (Galera sends 1205 too).
+    LockWaitTimeout,
     /// Certification refused the transaction (or it was brute-force aborted).
     Deadlock,
     /// A statement form certus cannot relay faithfully; the text names it.
@@ -104,6 +108,16 @@ impl ClientError {
                 1142,
                 b"42000",
                 format!("{command} command denied to user '{user}'@'{host}' for table `{db}`.`{table}`"),
+            ),
+            ClientError::WrongValueForVar(var, value) => (
+                1231,
+                b"42000",
+                format!("Variable '{var}' can't be set to the value of '{value}'"),
+            ),
+            ClientError::LockWaitTimeout => (
+                1205,
+                b"HY000",
+                "Lock wait timeout exceeded; try restarting transaction".into(),
             ),
             ClientError::Deadlock => (
                 1213,

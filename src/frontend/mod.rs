@@ -24,6 +24,8 @@ use tracing::{debug, info, warn};
 /// Settings of the client edge.
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeSettings {
+    /// How long a causal read (wsrep_sync_wait) may wait.
+    pub(crate) causal_read_timeout: Duration,
     /// `wsrep_cluster_address` and `wsrep_node_address`, as SHOW VARIABLES reports them.
     pub(crate) cluster_address: String,
     pub(crate) node_address: String,
@@ -118,6 +120,8 @@ pub(crate) type StatusSource = Arc<dyn Fn() -> crate::node::status::NodeStatus +
 
 pub(crate) struct Frontend {
     pub(crate) status: StatusSource,
+    /// `SET GLOBAL wsrep_sync_wait`: the default of new sessions.
+    pub(crate) default_sync_wait: AtomicU32,
     pub(crate) backend: Backend,
     pub(crate) settings: EdgeSettings,
     pub(crate) registry: Arc<Registry>,
@@ -133,6 +137,7 @@ impl Frontend {
         status: StatusSource,
     ) -> Arc<Frontend> {
         Arc::new(Frontend {
+            default_sync_wait: AtomicU32::new(0),
             status,
             backend,
             settings,

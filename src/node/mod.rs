@@ -100,6 +100,7 @@ impl Node {
             }
         };
         let settings = EdgeSettings {
+            causal_read_timeout: config.causal_read_timeout,
             cluster_address: format!(
                 "gcomm://{}",
                 config
@@ -152,6 +153,9 @@ impl Node {
             write_path.clone(),
         );
         let frontend = Frontend::new(backend, settings, registry, write_path, status_source);
+        frontend
+            .default_sync_wait
+            .store(config.sync_wait, std::sync::atomic::Ordering::Relaxed);
         let client_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let http_addr = match http_listener {

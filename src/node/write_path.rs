@@ -76,6 +76,9 @@ pub(crate) struct Shared {
     pub(crate) received: AtomicU64,
     /// Certified write sets waiting for the applier (`wsrep_local_recv_queue`).
     pub(crate) queued: AtomicU64,
+    /// The last Raft entry certified, and the last seqno assigned by then (causal reads map a
+    /// Raft read index to the seqno the backend must reach).
+    certified: watch::Sender<(u64, Seqno)>,
 }
 
 impl Shared {
@@ -98,6 +101,25 @@ pub(crate) struct NodeFsm {
 
 impl Fsm for NodeFsm {
     fn apply_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
+        self.certify_batch(index, proposals);
+        let last = self.certifier.last_seqno();
+        self.shared.certified.send_replace((index, last));
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.certifier.to_snapshot().unwrap_or_default()
+    }
+
+    fn restore(&mut self, _index: u64, data: &[u8]) {
+        match Certifier::from_snapshot(data) {
+            Ok(c) => self.certifier = c,
+            Err(e) => error!("cannot restore the certification index from a snapshot: {e}"),
+        }
+    }
+}
+
+impl NodeFsm {
+    fn certify_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
         for p in proposals {
             let ws = match WriteSet::decode(p) {
                 Ok(ws) => ws,
@@ -128,17 +150,6 @@ impl Fsm for NodeFsm {
                 origin_xid,
                 work,
             });
-        }
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.certifier.to_snapshot().unwrap_or_default()
-    }
-
-    fn restore(&mut self, _index: u64, data: &[u8]) {
-        match Certifier::from_snapshot(data) {
-            Ok(c) => self.certifier = c,
-            Err(e) => error!("cannot restore the certification index from a snapshot: {e}"),
         }
     }
 }
@@ -219,6 +230,7 @@ impl WritePath {
             replicated: AtomicU64::new(0),
             received: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            certified: watch::channel((0, start_applied)).0,
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let fsm = Arc::new(Mutex::new(NodeFsm {
@@ -279,6 +291,33 @@ impl WritePath {
     /// Whether this node is in the Primary component (a leader with quorum), as last sampled.
     pub(crate) fn is_primary(&self) -> bool {
         self.primary.load(Ordering::Relaxed)
+    }
+
+    /// A causal read (wsrep_sync_wait): waits until this backend reflects everything the
+    /// cluster had committed when the read arrived. Err(()) when `timeout` passes first.
+    pub(crate) async fn causal_wait(&self, timeout: Duration) -> Result<(), ()> {
+        let wait = async {
+            {
+                let guard = self.replication.read().await;
+                let r = guard.as_ref().ok_or(())?;
+                let index = r.read_index().await.map_err(|_| ())?;
+                // Raft applies entries in order, each proposal entry through the state machine
+                // first: once the applied index reaches the read index, every write set up to
+                // it has its seqno.
+                if !r.wait_applied(index, timeout).await {
+                    return Err(());
+                }
+            }
+            let target = self.shared.certified.borrow().1;
+            let mut applied = self.shared.applied.subscribe();
+            loop {
+                if *applied.borrow_and_update() >= target {
+                    return Ok(());
+                }
+                applied.changed().await.map_err(|_| ())?;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ())?
     }
 
     /// Raft's view: (term, leader, member count), when it can be read without waiting.

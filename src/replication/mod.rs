@@ -384,6 +384,15 @@ impl Replication {
         }
     }
 
+    /// Waits until this node's state machine has applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "causal read")
+            .await
+            .is_ok()
+    }
+
     /// A cheap probe of "is this node in the Primary component", usable from another task.
     pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
         let metrics = self.raft.metrics();

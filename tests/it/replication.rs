@@ -558,3 +558,44 @@ async fn replicated_ddl_needs_the_clients_own_privileges() {
     assert!(t.is_empty());
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_reads_see_what_another_node_just_committed() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE cr").await.unwrap();
+    a.query_drop("CREATE TABLE cr.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let mut reader = c.node(2).admin().await;
+    reader
+        .query_drop("SET SESSION wsrep_sync_wait = 1")
+        .await
+        .unwrap();
+    let sw: Option<i64> = reader
+        .query_first("SELECT @@wsrep_sync_wait")
+        .await
+        .unwrap();
+    assert_eq!(sw, Some(1));
+    for i in 0..30 {
+        a.exec_drop("INSERT INTO cr.t VALUES (?, ?)", (i, i))
+            .await
+            .unwrap();
+        let seen: Option<i32> = reader
+            .exec_first("SELECT v FROM cr.t WHERE id = ?", (i,))
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(i), "causal read {i} missed a committed row");
+    }
+    // A bad value is refused as MariaDB refuses it.
+    let e = reader
+        .query_drop("SET SESSION wsrep_sync_wait = 99")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1231),
+        "{e:?}"
+    );
+    c.stop().await;
+}

@@ -84,6 +84,8 @@ pub(crate) struct Session {
     db: Option<Vec<u8>>,
     /// Prepared statements by backend id, and whether each may write.
     prepared: std::collections::HashMap<u32, bool>,
+    /// The session's wsrep_sync_wait (bit 1: reads are causal).
+    sync_wait: u32,
 }
 
 /// What the session does with one statement.
@@ -150,7 +152,6 @@ impl Session {
             db,
         } = login;
         Session {
-            fe,
             id,
             client,
             backend,
@@ -164,6 +165,8 @@ impl Session {
             last_gtid: Some(Vec::new()),
             db,
             prepared: std::collections::HashMap::new(),
+            sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
+            fe,
         }
     }
 
@@ -422,6 +425,17 @@ impl Session {
                 return self.send_refusal(seq, refusal).await;
             }
         }
+        if let Statement::Set(assignments) = st {
+            if assignments.iter().any(|a| is_sync_wait(&a.target)) {
+                return self.set_sync_wait(&packet, assignments).await;
+            }
+        }
+        // Causal read: first catch up with everything the cluster had committed.
+        if r == Route::Read && self.sync_wait & 1 == 1 && !causal_wait(self.fe.clone()).await {
+            return self
+                .reply_error(&packet, &ClientError::LockWaitTimeout)
+                .await;
+        }
         match r {
             Route::Reject(_) => Ok(()),
             Route::Pass | Route::SetAutocommit => {
@@ -479,6 +493,41 @@ impl Session {
             }
             Route::Toi(ddl) => self.toi(&packet, &ddl).await,
         }
+    }
+
+    /// `SET [SESSION|GLOBAL] wsrep_sync_wait = N`: the node's own variable, kept here.
+    async fn set_sync_wait(
+        &mut self,
+        packet: &Packet,
+        assignments: &[statement::Assignment],
+    ) -> Result<(), End> {
+        if !assignments.iter().all(|a| is_sync_wait(&a.target)) {
+            let e = ClientError::NotSupported(
+                "wsrep_sync_wait together with other variables in one SET through certus",
+            );
+            return self.reply_error(packet, &e).await;
+        }
+        for a in assignments {
+            let text = String::from_utf8_lossy(&a.value);
+            let value = text
+                .trim()
+                .trim_matches('\'')
+                .parse::<u32>()
+                .ok()
+                .filter(|v| *v <= 15);
+            let Some(value) = value else {
+                // MariaDB's words for a bad value of an integer variable.
+                let e = ClientError::WrongValueForVar("wsrep_sync_wait".into(), text.into_owned());
+                return self.reply_error(packet, &e).await;
+            };
+            match &a.target {
+                statement::SetTarget::Global(_) => {
+                    self.fe.default_sync_wait.store(value, Ordering::Relaxed)
+                }
+                _ => self.sync_wait = value,
+            }
+        }
+        self.send_ok(packet.next_seq()).await
     }
 
     /// A multi-statement COM_QUERY. Reads and writes run as one unit (inside the open
@@ -562,6 +611,11 @@ impl Session {
             .and_then(|id| self.prepared.get(&id).copied())
             .unwrap_or(true);
         let seq = packet.next_seq();
+        if !write && self.sync_wait & 1 == 1 && !causal_wait(self.fe.clone()).await {
+            return self
+                .reply_error(&packet, &ClientError::LockWaitTimeout)
+                .await;
+        }
         let autocommit = self.autocommit();
         match (&mut self.txn, autocommit) {
             (Some(t), _) => {
@@ -626,11 +680,15 @@ impl Session {
         status: &crate::node::status::NodeStatus,
     ) -> Vec<(String, String, String)> {
         let s = &self.fe.settings;
-        let mut vars: Vec<(String, String, String)> =
-            crate::node::status::wsrep_variables(status, &s.cluster_address, &s.node_address, 0)
-                .into_iter()
-                .map(|v| (v.name.to_string(), v.show, v.literal))
-                .collect();
+        let mut vars: Vec<(String, String, String)> = crate::node::status::wsrep_variables(
+            status,
+            &s.cluster_address,
+            &s.node_address,
+            self.sync_wait,
+        )
+        .into_iter()
+        .map(|v| (v.name.to_string(), v.show, v.literal))
+        .collect();
         vars.push(("socket".into(), String::new(), "''".into()));
         vars
     }
@@ -957,6 +1015,16 @@ impl Session {
             Err(e) => Err(End::BackendGone(e.to_string())),
         }
     }
+}
+
+/// Waits for causality (wsrep_sync_wait); false when causal_read_timeout passed first.
+async fn causal_wait(fe: Arc<Frontend>) -> bool {
+    let timeout = fe.settings.causal_read_timeout;
+    fe.write_path.causal_wait(timeout).await.is_ok()
+}
+
+fn is_sync_wait(t: &statement::SetTarget) -> bool {
+    matches!(t, statement::SetTarget::Session(n) | statement::SetTarget::Global(n) if n == "wsrep_sync_wait")
 }
 
 fn stmt_id(packet: &Packet) -> Option<u32> {
