@@ -599,3 +599,124 @@ async fn causal_reads_see_what_another_node_just_committed() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE bf").await.unwrap();
+    a.query_drop("CREATE TABLE bf.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO bf.t VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    converged(&c, "bf.t").await;
+    let mut b = c.node(1).admin().await;
+    let before: (String, String) = b
+        .query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
+        .await
+        .unwrap()
+        .unwrap();
+    // B holds the row lock in a long transaction that has not reached COMMIT.
+    b.query_drop("BEGIN").await.unwrap();
+    b.query_drop("UPDATE bf.t SET v = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    // A commits the same row: B's backend must not block A's write set.
+    let started = std::time::Instant::now();
+    a.query_drop("UPDATE bf.t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the applier stayed blocked"
+    );
+    converged(&c, "bf.t").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT v FROM bf.t WHERE id = 1").await,
+            1
+        );
+    }
+    // B learns at its next statement.
+    let e = b
+        .query_drop("UPDATE bf.t SET v = 3 WHERE id = 2")
+        .await
+        .unwrap_err();
+    assert!(is_deadlock(&e), "{e:?}");
+    // The session goes on, and the counter moved.
+    b.query_drop("SELECT 1").await.unwrap();
+    let after: (String, String) = b
+        .query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.1.parse::<u64>().unwrap() > before.1.parse::<u64>().unwrap(),
+        "{before:?} -> {after:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE ar").await.unwrap();
+    a.query_drop("CREATE TABLE ar.c (id INT PRIMARY KEY, n INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO ar.c VALUES (1, 0)")
+        .await
+        .unwrap();
+    converged(&c, "ar.c").await;
+    // Many concurrent autocommit increments of one row from every node: each acknowledged
+    // increment is applied exactly once (n equals the acknowledged count), and the retry turns
+    // most certification conflicts into successes.
+    let mut tasks = Vec::new();
+    for n in &c.nodes {
+        for _ in 0..3 {
+            let port = n.port();
+            tasks.push(tokio::spawn(async move {
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname("127.0.0.1")
+                    .tcp_port(port)
+                    .prefer_socket(false)
+                    .user(Some(harness::ADMIN_USER))
+                    .pass(Some(harness::ADMIN_PASSWORD));
+                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                let (mut ok, mut deadlocks) = (0u64, 0u64);
+                for _ in 0..15 {
+                    match conn
+                        .query_drop("UPDATE ar.c SET n = n + 1 WHERE id = 1")
+                        .await
+                    {
+                        Ok(()) => ok += 1,
+                        Err(e) if is_deadlock(&e) => deadlocks += 1,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                (ok, deadlocks)
+            }));
+        }
+    }
+    let (mut ok, mut deadlocks) = (0, 0);
+    for t in tasks {
+        let (o, d) = t.await.unwrap();
+        ok += o;
+        deadlocks += d;
+    }
+    converged(&c, "ar.c").await;
+    for n in &c.nodes {
+        assert_eq!(
+            count_on_backend(n, "SELECT n FROM ar.c WHERE id = 1").await,
+            ok as i64,
+            "deadlocks: {deadlocks}"
+        );
+    }
+    assert!(ok > 0);
+    c.stop().await;
+}
