@@ -124,18 +124,7 @@ pub fn binlog_statement(events: &[u8]) -> String {
 
 /// A string literal for a `SET`: single-quoted with backslashes and quotes escaped.
 fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        match c {
-            '\'' => out.push_str("\\'"),
-            '\\' => out.push_str("\\\\"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
+    crate::backend::quote_literal(s)
 }
 
 /// An identifier in backquotes, with backquotes doubled.

@@ -53,6 +53,9 @@ pub enum AbortReason {
     },
     /// last_seen is below the pruned horizon: the index no longer covers the interval.
     TooOld { last_seen: Seqno, horizon: Seqno },
+    /// The write set touched rows it has no keys for (`WriteSetFlags::UNKNOWN_ROWS`), and a
+    /// write set committed inside its interval.
+    UnknownRows { committed_seqno: Seqno },
     /// last_seen is not below the write set's own seqno: the origin claims to have seen a
     /// write set that did not exist yet. Only a bug or a corrupt entry gets here; committing
     /// would skip certification entirely.
@@ -181,6 +184,23 @@ impl Certifier {
     pub fn certify_write_set(&mut self, ws: &WriteSet) -> Verdict {
         if ws.is_toi() {
             self.certify_toi(&ws.keys)
+        } else if ws
+            .flags
+            .contains(crate::writeset::WriteSetFlags::UNKNOWN_ROWS)
+        {
+            match self.committed.back() {
+                Some((newest, _)) if *newest > ws.last_seen => {
+                    let seqno = self.last_seqno.next();
+                    self.last_seqno = seqno;
+                    let committed_seqno = *newest;
+                    self.prune(seqno);
+                    Verdict::Abort {
+                        seqno,
+                        reason: AbortReason::UnknownRows { committed_seqno },
+                    }
+                }
+                _ => self.certify(ws.last_seen, &ws.keys),
+            }
         } else {
             self.certify(ws.last_seen, &ws.keys)
         }

@@ -511,3 +511,52 @@ fn corrupt_snapshots_are_rejected() {
         Err(SnapshotError::Inconsistent(_))
     ));
 }
+
+fn unknown_rows_ws(last_seen: u64, keys: Vec<Key>) -> WriteSet {
+    use crate::ids::{NodeId, Xid};
+    use crate::writeset::{Body, WriteSetFlags};
+    let mut flags = WriteSetFlags::empty();
+    flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+    WriteSet {
+        origin: NodeId(1),
+        xid: Xid("x".into()),
+        last_seen: Seqno(last_seen),
+        flags,
+        keys,
+        body: Body::Rows(Vec::new()),
+    }
+}
+
+#[test]
+fn unchanged_matched_rows_conflict_with_any_commit_in_the_interval() {
+    // A read 7000 and wrote 7000 again (no row event, no keys); B committed meanwhile.
+    let mut c = Certifier::new(100);
+    assert_eq!(
+        c.certify(Seqno(0), &[key(1, KeyKind::Exclusive)]),
+        commit(1)
+    );
+    let v = c.certify_write_set(&unknown_rows_ws(0, Vec::new()));
+    assert!(
+        matches!(
+            v,
+            Verdict::Abort {
+                seqno: Seqno(2),
+                reason: AbortReason::UnknownRows {
+                    committed_seqno: Seqno(1)
+                }
+            }
+        ),
+        "{v:?}"
+    );
+    // Having seen everything committed, it commits.
+    assert_eq!(
+        c.certify_write_set(&unknown_rows_ws(2, Vec::new())),
+        commit(3)
+    );
+    // Two certifiers agree (determinism).
+    let mut d = Certifier::new(100);
+    d.certify(Seqno(0), &[key(1, KeyKind::Exclusive)]);
+    d.certify_write_set(&unknown_rows_ws(0, Vec::new()));
+    d.certify_write_set(&unknown_rows_ws(2, Vec::new()));
+    assert_eq!(c.to_snapshot().unwrap(), d.to_snapshot().unwrap());
+}

@@ -641,6 +641,7 @@ impl ApplyCtx {
 
     /// Applies one committed write set, surviving backend restarts.
     async fn apply(&mut self, seqno: Seqno, work: &Work) -> Applied {
+        let mut deadlocks = 0;
         loop {
             let result = match work {
                 Work::Aborted => return Applied::Done,
@@ -669,11 +670,25 @@ impl ApplyCtx {
                         return Applied::Done;
                     }
                 }
+                // InnoDB may pick the applier as the victim of a deadlock with a local client
+                // transaction (or time it out): the applier's transaction was rolled back, so
+                // run it again; meanwhile the brute-force watchdog kills the local blocker.
+                Err(ApplyError::Backend {
+                    code: 1213 | 1205, ..
+                }) if deadlocks < MAX_APPLY_RETRIES => {
+                    deadlocks += 1;
+                    warn!(%seqno, attempt = deadlocks, "the applier lost a lock conflict; applying again");
+                    tokio::time::sleep(Duration::from_millis(10 * deadlocks)).await;
+                }
                 Err(e) => return Applied::Refused(e),
             }
         }
     }
 }
+
+/// How often an apply that lost a deadlock to a local transaction is retried before the node
+/// gives up and becomes Inconsistent.
+const MAX_APPLY_RETRIES: u64 = 100;
 
 async fn apply_loop(
     mut rx: mpsc::UnboundedReceiver<ApplyItem>,

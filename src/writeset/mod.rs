@@ -82,7 +82,13 @@ impl WriteSetFlags {
     /// foreign keys. Only matters once parallel apply exists (DESIGN §7).
     pub const PA_UNSAFE: WriteSetFlags = WriteSetFlags(1);
 
-    const KNOWN: u32 = Self::PA_UNSAFE.0;
+    /// The transaction also read-for-update rows that it left unchanged (an UPDATE whose rows
+    /// matched but did not change writes no row event, so those rows have no keys). The write
+    /// set then conflicts with every write set committed after its last_seen: stricter than
+    /// needed, never a lost update.
+    pub const UNKNOWN_ROWS: WriteSetFlags = WriteSetFlags(2);
+
+    const KNOWN: u32 = Self::PA_UNSAFE.0 | Self::UNKNOWN_ROWS.0;
 
     pub const fn empty() -> WriteSetFlags {
         WriteSetFlags(0)

@@ -389,6 +389,8 @@ async fn a_backend_killed_under_write_load_catches_up_and_loses_nothing() {
         .unwrap();
     let writer_addr = c.node(1).port();
     let writer = tokio::spawn(async move {
+        // Deliberately the driver's defaults (prefer_socket): the node must not reveal the
+        // backend's socket, or the writes would bypass replication.
         let opts = mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(writer_addr)
@@ -449,13 +451,7 @@ async fn auto_increment_ids_never_collide_across_nodes() {
         for si in 0..8 {
             let port = n.port();
             tasks.push(tokio::spawn(async move {
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname("127.0.0.1")
-                    .tcp_port(port)
-                    .prefer_socket(false)
-                    .user(Some(harness::ADMIN_USER))
-                    .pass(Some(harness::ADMIN_PASSWORD));
-                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                let mut conn = harness::admin_at(port).await;
                 let mut errors = Vec::new();
                 for k in 0..5 {
                     let who = format!("{ni}-{si}-{k}");
@@ -681,13 +677,7 @@ async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
         for _ in 0..3 {
             let port = n.port();
             tasks.push(tokio::spawn(async move {
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname("127.0.0.1")
-                    .tcp_port(port)
-                    .prefer_socket(false)
-                    .user(Some(harness::ADMIN_USER))
-                    .pass(Some(harness::ADMIN_PASSWORD));
-                let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+                let mut conn = harness::admin_at(port).await;
                 let (mut ok, mut deadlocks) = (0u64, 0u64);
                 for _ in 0..15 {
                     match conn
@@ -718,5 +708,54 @@ async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
         );
     }
     assert!(ok > 0);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update() {
+    // Found by the jepsen counter workload: A reads 7000, B writes 7001, A writes the 7001 it
+    // computed. A's UPDATE changes nothing, so no row event exists to certify; it must still
+    // abort, because its read was stale.
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut setup = c.node(0).admin().await;
+    setup.query_drop("CREATE DATABASE nc").await.unwrap();
+    setup
+        .query_drop("CREATE TABLE nc.counter (id INT PRIMARY KEY, val INT)")
+        .await
+        .unwrap();
+    setup
+        .query_drop("INSERT INTO nc.counter VALUES (1, 7000)")
+        .await
+        .unwrap();
+    converged(&c, "nc.counter").await;
+    for (a_node, b_node) in [(0, 1), (0, 0)] {
+        let mut a = c.node(a_node).admin().await;
+        let mut b = c.node(b_node).admin().await;
+        a.query_drop("BEGIN").await.unwrap();
+        let v: i32 = a
+            .query_first("SELECT val FROM nc.counter WHERE id = 1")
+            .await
+            .unwrap()
+            .unwrap();
+        b.query_drop(format!(
+            "UPDATE nc.counter SET val = {} WHERE id = 1",
+            v + 1
+        ))
+        .await
+        .unwrap();
+        converged(&c, "nc.counter").await;
+        a.query_drop(format!(
+            "UPDATE nc.counter SET val = {} WHERE id = 1",
+            v + 1
+        ))
+        .await
+        .unwrap();
+        let e = a.query_drop("COMMIT").await.unwrap_err();
+        assert!(
+            is_deadlock(&e),
+            "A's stale read-modify-write committed (nodes {a_node}/{b_node}): {e:?}"
+        );
+    }
     c.stop().await;
 }

@@ -324,6 +324,7 @@ impl Session {
                 }
             };
             let step = tracker.feed(&p.payload);
+            self.note_unchanged_rows(&p.payload, tracker.status_offset());
             self.client
                 .writer
                 .write_packet(&p)
@@ -447,30 +448,7 @@ impl Session {
                 }
                 Ok(())
             }
-            Route::Read | Route::Write => {
-                let write = r == Route::Write;
-                let autocommit = self.autocommit();
-                match (&mut self.txn, autocommit) {
-                    (Some(t), _) => {
-                        t.wrote |= write;
-                        self.relay(&packet, Shape::ResultSets).await.map(drop)
-                    }
-                    (None, true) if write => {
-                        self.autocommit_write(&packet, Shape::ResultSets).await
-                    }
-                    (None, true) => self.relay(&packet, Shape::ResultSets).await.map(drop),
-                    (None, false) => {
-                        // autocommit=0: any statement that touches data opens the transaction.
-                        if let Err(e) = self.start_xa().await? {
-                            return self.send_refusal(seq, txn::Refusal::Backend(e)).await;
-                        }
-                        if let Some(t) = self.txn.as_mut() {
-                            t.wrote |= write;
-                        }
-                        self.relay(&packet, Shape::ResultSets).await.map(drop)
-                    }
-                }
-            }
+            Route::Read | Route::Write => self.data_statement(&packet, r == Route::Write).await,
             Route::Begin => match self.start_xa().await? {
                 Ok(()) => self.send_ok(seq).await,
                 Err(e) => self.send_refusal(seq, txn::Refusal::Backend(e)).await,
@@ -610,28 +588,36 @@ impl Session {
         let write = stmt_id(&packet)
             .and_then(|id| self.prepared.get(&id).copied())
             .unwrap_or(true);
-        let seq = packet.next_seq();
         if !write && self.sync_wait & 1 == 1 && !causal_wait(self.fe.clone()).await {
             return self
                 .reply_error(&packet, &ClientError::LockWaitTimeout)
                 .await;
         }
+        self.data_statement(&packet, write).await
+    }
+
+    /// A statement that reads or may write data (COM_QUERY or COM_STMT_EXECUTE): inside the
+    /// open transaction; as one autocommit XA unit when it may write; and opening the
+    /// transaction first when autocommit is off, as InnoDB would.
+    async fn data_statement(&mut self, packet: &Packet, write: bool) -> Result<(), End> {
         let autocommit = self.autocommit();
         match (&mut self.txn, autocommit) {
             (Some(t), _) => {
                 t.wrote |= write;
-                self.relay(&packet, Shape::ResultSets).await.map(drop)
+                self.relay(packet, Shape::ResultSets).await.map(drop)
             }
-            (None, true) if write => self.autocommit_write(&packet, Shape::ResultSets).await,
-            (None, true) => self.relay(&packet, Shape::ResultSets).await.map(drop),
+            (None, true) if write => self.autocommit_write(packet, Shape::ResultSets).await,
+            (None, true) => self.relay(packet, Shape::ResultSets).await.map(drop),
             (None, false) => {
                 if let Err(e) = self.start_xa().await? {
-                    return self.send_refusal(seq, txn::Refusal::Backend(e)).await;
+                    return self
+                        .send_refusal(packet.next_seq(), txn::Refusal::Backend(e))
+                        .await;
                 }
                 if let Some(t) = self.txn.as_mut() {
                     t.wrote |= write;
                 }
-                self.relay(&packet, Shape::ResultSets).await.map(drop)
+                self.relay(packet, Shape::ResultSets).await.map(drop)
             }
         }
     }

@@ -24,6 +24,29 @@ pub(super) struct Txn {
     pub(super) last_seen: crate::ids::Seqno,
     /// Whether a statement that may write ran in it; read-only ones skip XA PREPARE.
     pub(super) wrote: bool,
+    /// An UPDATE matched rows it did not change: they have no row events, hence no keys.
+    pub(super) unknown_rows: bool,
+}
+
+/// Whether an OK packet reports an UPDATE that matched more rows than it changed
+/// ("Rows matched: 2  Changed: 1  Warnings: 0").
+pub(super) fn matched_more_than_changed(ok: &[u8]) -> bool {
+    fn number_after(p: &[u8], label: &[u8]) -> Option<u64> {
+        let at = p.windows(label.len()).position(|w| w == label)? + label.len();
+        let digits: Vec<u8> = p[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .copied()
+            .collect();
+        std::str::from_utf8(&digits).ok()?.parse().ok()
+    }
+    match (
+        number_after(ok, b"Rows matched: "),
+        number_after(ok, b"Changed: "),
+    ) {
+        (Some(m), Some(c)) => m > c,
+        _ => false,
+    }
 }
 
 /// Why a commit did not succeed, as the client must see it.
@@ -67,6 +90,16 @@ pub(super) fn row_first_column(p: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Session {
+    /// Records in the open transaction an OK packet's "matched more than changed".
+    pub(super) fn note_unchanged_rows(&mut self, payload: &[u8], status_at: Option<usize>) {
+        if status_at.is_some() && payload.first() == Some(&0) && matched_more_than_changed(payload)
+        {
+            if let Some(t) = self.txn.as_mut() {
+                t.unknown_rows = true;
+            }
+        }
+    }
+
     pub(super) fn autocommit(&self) -> bool {
         self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT)
     }
@@ -80,30 +113,10 @@ impl Session {
     pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, End> {
         let mut payload = vec![cmd::QUERY];
         payload.extend_from_slice(sql.as_bytes());
-        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
-        self.backend.writer.write(0, &payload).await.map_err(gone)?;
-        self.backend.writer.flush().await.map_err(gone)?;
-        let mut tracker = ResponseTracker::new(Shape::ResultSets, self.deprecate_eof());
-        let mut packets = Vec::new();
-        loop {
-            let p = self
-                .backend
-                .reader
-                .read()
-                .await
-                .map_err(|e| End::BackendGone(e.to_string()))?;
-            let step = tracker
-                .feed(&p.payload)
-                .map_err(|e| End::BackendGone(e.to_string()))?;
-            packets.push(p.payload);
-            if let Step::Done { status } = step {
-                if let Some(s) = status {
-                    self.status = s;
-                }
-                break;
-            }
-        }
-        if tracker.failed() {
+        let request = Packet { seq: 0, payload };
+        let (response, ok) = self.relay_buffered(&request, Shape::ResultSets).await?;
+        let mut packets: Vec<Vec<u8>> = response.into_iter().map(|(p, _)| p.payload).collect();
+        if !ok {
             return Ok(Internal::Err(packets.pop().unwrap_or_default()));
         }
         if packets.len() == 1 {
@@ -153,6 +166,7 @@ impl Session {
                     xid,
                     last_seen,
                     wrote: false,
+                    unknown_rows: false,
                 });
                 Ok(Ok(()))
             }
@@ -187,14 +201,21 @@ impl Session {
         self.shared.committing.store(false, Ordering::SeqCst);
         let (statements, keys) = match result? {
             Ok(Some(captured)) => captured,
+            // No row changed. If rows were matched but left unchanged, the transaction still
+            // read them for update: certify it, or its stale read would be a lost update.
+            Ok(None) if txn.unknown_rows => (Vec::new(), Vec::new()),
             Ok(None) => return Ok(Ok(())),
             Err(refusal) => return Ok(Err(refusal)),
         };
+        let mut flags = WriteSetFlags::default();
+        if txn.unknown_rows {
+            flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+        }
         let ws = WriteSet {
             origin: self.fe.write_path.node,
             xid: Xid(txn.xid.clone()),
             last_seen: txn.last_seen,
-            flags: WriteSetFlags::default(),
+            flags,
             keys,
             body: Body::Rows(statements),
         };
@@ -296,13 +317,7 @@ impl Session {
         request: &Packet,
         shape: Shape,
     ) -> Result<(Vec<(Packet, Option<usize>)>, bool), End> {
-        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
-        self.backend
-            .writer
-            .write_packet(request)
-            .await
-            .map_err(gone)?;
-        self.backend.writer.flush().await.map_err(gone)?;
+        self.forward_only(request).await?;
         let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
         let mut packets = Vec::new();
         loop {
@@ -373,6 +388,11 @@ impl Session {
             if !ok {
                 self.rollback_xa().await?;
                 return self.send_buffered(packets).await;
+            }
+            // One autocommit statement reads what it updates with locking reads of the latest
+            // versions: rows it left unchanged need no certification.
+            if let Some(t) = self.txn.as_mut() {
+                t.unknown_rows = false;
             }
             match self.commit_xa().await? {
                 Ok(()) => return self.send_buffered(packets).await,
@@ -513,6 +533,17 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::parse_text_row;
+
+    #[test]
+    fn unchanged_matched_rows_are_recognised_in_ok_packets() {
+        let mut ok = vec![0, 0, 0, 2, 0, 0, 0];
+        ok.extend_from_slice(b"(Rows matched: 1  Changed: 0  Warnings: 0");
+        assert!(super::matched_more_than_changed(&ok));
+        let mut ok = vec![0, 1, 0, 2, 0, 0, 0];
+        ok.extend_from_slice(b"(Rows matched: 3  Changed: 3  Warnings: 0");
+        assert!(!super::matched_more_than_changed(&ok));
+        assert!(!super::matched_more_than_changed(&[0, 1, 0, 2, 0, 0, 0]));
+    }
 
     #[test]
     fn text_rows_parse_nulls_and_strings() {

@@ -316,6 +316,19 @@ impl Drop for TestNode {
     }
 }
 
+/// An admin connection through the node listening on `port` (for spawned tasks).
+pub async fn admin_at(port: u16) -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .prefer_socket(false)
+        .user(Some(ADMIN_USER))
+        .pass(Some(ADMIN_PASSWORD));
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("admin login through the node")
+}
+
 /// The Python interpreter of the test venv (PyMySQL, SQLAlchemy). CI creates it with .ci/run.
 pub fn python() -> Option<PathBuf> {
     let p = std::env::var_os("CERTUS_PYTHON")
