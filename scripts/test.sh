@@ -9,4 +9,7 @@ fi
 if ! target/venv/bin/python -c 'import pymysql, sqlalchemy' 2>/dev/null; then
   target/venv/bin/pip install -q -r tests/requirements.txt
 fi
+# The jepsen CI run drives the release binary as separate processes (kill -9, pauses).
+cargo build --release -p certus
+export CERTUS_BIN="${CERTUS_BIN:-$PWD/target/release/certus}"
 exec cargo test --workspace "$@"

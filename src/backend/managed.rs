@@ -84,6 +84,8 @@ pub(crate) fn my_cnf(
     line("socket", &paths.socket.to_string_lossy());
     line("pid-file", &paths.pid_file.to_string_lossy());
     line("log-error", &paths.error_log.to_string_lossy());
+    // A private tmpdir: the machine's /tmp is shared with other processes and cleaners.
+    line("tmpdir", &paths.base.join("tmp").to_string_lossy());
     match cfg.tcp_port {
         Some(port) => {
             line("port", &port.to_string());
@@ -172,7 +174,7 @@ impl Managed {
                 paths.socket.display()
             )));
         }
-        std::fs::create_dir_all(&paths.base)?;
+        std::fs::create_dir_all(paths.base.join("tmp"))?;
         std::fs::write(&paths.my_cnf, my_cnf(&paths, node_id, auto_inc, cfg))?;
         let fresh = !paths.datadir.join("mysql").is_dir();
         if fresh {

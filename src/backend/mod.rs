@@ -115,6 +115,10 @@ impl Backend {
         *self.health.borrow()
     }
 
+    pub(crate) fn health_watch(&self) -> watch::Receiver<Health> {
+        self.health.clone()
+    }
+
     pub(crate) fn info(&self) -> Option<ServerInfo> {
         self.info.read().ok().and_then(|g| g.clone())
     }

@@ -14,7 +14,7 @@ use crate::ids::SessionId;
 use crate::node::write_path::WritePath;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -42,16 +42,44 @@ pub(crate) struct EdgeSettings {
 #[derive(Default)]
 pub(crate) struct SessionShared {
     backend_thread: AtomicU32,
-    /// Between XA END and XA ROLLBACK the transaction is prepared: killing its connection would
-    /// leave a prepared XA holding locks, so brute-force abort waits instead.
-    pub(crate) committing: AtomicBool,
-    /// Set by a brute-force abort: the session's next backend failure becomes a 1213.
-    pub(crate) bf_victim: AtomicBool,
+    /// ACTIVE, COMMITTING or VICTIM. One atomic, changed only by compare-and-swap, so that a
+    /// session never prepares an XA transaction whose connection a brute-force abort is about
+    /// to kill: a prepared XA survives its connection and would hold its locks for ever.
+    state: AtomicU8,
 }
+
+const ACTIVE: u8 = 0;
+/// Between XA PREPARE and XA ROLLBACK: brute-force abort must wait (the locks go soon).
+const COMMITTING: u8 = 1;
+/// Chosen by a brute-force abort: its connection is being killed; the session's next backend
+/// failure becomes a 1213.
+const VICTIM: u8 = 2;
 
 impl SessionShared {
     pub(crate) fn backend_thread(&self) -> u32 {
         self.backend_thread.load(Ordering::Relaxed)
+    }
+
+    /// Enters the commit step; false when the session has already been chosen as a victim.
+    pub(crate) fn begin_commit(&self) -> bool {
+        self.state
+            .compare_exchange(ACTIVE, COMMITTING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    pub(crate) fn end_commit(&self) {
+        let _ = self
+            .state
+            .compare_exchange(COMMITTING, ACTIVE, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_victim(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == VICTIM
+    }
+
+    /// After the session re-opened its backend connection.
+    pub(crate) fn recovered(&self) {
+        self.state.store(ACTIVE, Ordering::SeqCst);
     }
 }
 
@@ -103,11 +131,11 @@ impl Registry {
     pub(crate) fn mark_bf_victim(&self, thread: u32) -> Option<bool> {
         let m = self.sessions.lock().ok()?;
         let s = m.values().find(|s| s.backend_thread() == thread)?;
-        if s.committing.load(Ordering::SeqCst) {
-            return Some(false);
-        }
-        s.bf_victim.store(true, Ordering::SeqCst);
-        Some(true)
+        Some(
+            s.state
+                .compare_exchange(ACTIVE, VICTIM, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok(),
+        )
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -194,6 +194,12 @@ impl WritePath {
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
     ) -> Result<WritePath, String> {
+        rollback_orphaned_xa(&backend.pool, node).await?;
+        tokio::spawn(watch_backend_restarts(
+            backend.health_watch(),
+            backend.pool.clone(),
+            node,
+        ));
         let svc_opts = backend
             .endpoint
             .opts(&backend.service.user, &backend.service.password);
@@ -242,6 +248,7 @@ impl WritePath {
         let catalog = Catalog::default();
         let pool = backend.pool.clone();
         let ctx = ApplyCtx {
+            node,
             applier,
             opts: svc_opts,
             fd,
@@ -435,6 +442,60 @@ impl WritePath {
     }
 }
 
+/// Rolls back the prepared XA transactions a crash left behind on this backend (only those with
+/// this node's xid prefix). A session prepares only to capture its row events and rolls back
+/// right after, so a prepared XA that outlived its session is never needed, and it holds locks
+/// the applier would wait on for ever.
+async fn rollback_orphaned_xa(pool: &mysql_async::Pool, node: NodeId) -> Result<usize, String> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = pool
+        .get_conn()
+        .await
+        .map_err(|e| format!("XA RECOVER: {e}"))?;
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn
+        .query("XA RECOVER")
+        .await
+        .map_err(|e| format!("XA RECOVER: {e}"))?;
+    let prefix = format!("certus_{}_", node.0);
+    let mut rolled_back = 0;
+    for (_, gtrid_len, _, data) in rows {
+        let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or_default();
+        if gtrid.starts_with(prefix.as_bytes())
+            && gtrid
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        {
+            let xid = String::from_utf8_lossy(gtrid).into_owned();
+            // A prepared XA still attached to a live session (it is committing right now)
+            // refuses this with XAER_NOTA (1397): only orphans are rolled back.
+            match conn.query_drop(format!("XA ROLLBACK '{xid}'")).await {
+                Ok(()) => {
+                    warn!(%xid, "rolled back a prepared XA transaction whose session is gone");
+                    rolled_back += 1;
+                }
+                Err(e) => tracing::debug!(%xid, "prepared XA not rolled back: {e}"),
+            }
+        }
+    }
+    Ok(rolled_back)
+}
+
+/// Rolls back orphaned prepared XA transactions whenever the backend comes back up: a backend
+/// killed between a session's XA PREPARE and XA ROLLBACK restores that XA at its restart.
+async fn watch_backend_restarts(
+    mut health: watch::Receiver<crate::backend::Health>,
+    pool: mysql_async::Pool,
+    node: NodeId,
+) {
+    while health.changed().await.is_ok() {
+        if *health.borrow_and_update() == crate::backend::Health::Up {
+            if let Err(e) = rollback_orphaned_xa(&pool, node).await {
+                warn!("after a backend restart: {e}");
+            }
+        }
+    }
+}
+
 /// Converts the catalog's facts into the key derivation's table description.
 async fn table_meta(
     catalog: &Catalog,
@@ -537,6 +598,7 @@ fn row_change(row: &crate::capture::RowChange, table: Option<&Table>) -> Result<
 /// commit step holds its locks only until its XA ROLLBACK, so it is waited for, never killed.
 async fn brute_force_abort(
     pool: &mysql_async::Pool,
+    node: NodeId,
     applier_thread: u32,
     registry: &Registry,
     shared: &Shared,
@@ -556,6 +618,13 @@ async fn brute_force_abort(
         .await
         .unwrap_or_default();
     for thread in blockers {
+        if thread == 0 {
+            // A prepared XA without a connection: a session's, orphaned by a backend crash.
+            if let Err(e) = rollback_orphaned_xa(pool, node).await {
+                warn!("the applier waits for an orphaned prepared XA: {e}");
+            }
+            continue;
+        }
         let Ok(thread) = u32::try_from(thread) else {
             continue;
         };
@@ -579,6 +648,7 @@ async fn brute_force_abort(
 
 /// What the apply task owns.
 struct ApplyCtx {
+    node: NodeId,
     applier: Applier,
     /// To reconnect the applier after the backend restarts.
     opts: mysql_async::Opts,
@@ -606,7 +676,7 @@ impl ApplyCtx {
         loop {
             tokio::select! {
                 r = &mut apply => return r,
-                _ = tick.tick() => brute_force_abort(&self.pool, thread, &self.registry, &self.shared).await,
+                _ = tick.tick() => brute_force_abort(&self.pool, self.node, thread, &self.registry, &self.shared).await,
             }
         }
     }

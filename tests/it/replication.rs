@@ -759,3 +759,91 @@ async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update(
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
+    require_mariadb!();
+    let n = harness::TestNode::start().await;
+    let mut a = n.admin().await;
+    a.query_drop("CREATE DATABASE xr").await.unwrap();
+    a.query_drop("CREATE TABLE xr.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO xr.t VALUES (1, 1)")
+        .await
+        .unwrap();
+    drop(a);
+    // What a crash between XA PREPARE and XA ROLLBACK leaves: a prepared XA with this node's
+    // prefix, holding a row lock, with no connection.
+    let mut direct = n.service_conn().await;
+    for stmt in [
+        "XA START 'certus_1_0123abcd'",
+        "UPDATE xr.t SET v = 99 WHERE id = 1",
+        "XA END 'certus_1_0123abcd'",
+        "XA PREPARE 'certus_1_0123abcd'",
+    ] {
+        direct.query_drop(stmt).await.unwrap();
+    }
+    drop(direct);
+    let n = n.restart().await;
+    let mut svc = n.service_conn().await;
+    let left: Vec<(i64, i64, i64, Vec<u8>)> = svc.query("XA RECOVER").await.unwrap();
+    assert!(
+        left.is_empty(),
+        "prepared XA survived the restart: {left:?}"
+    );
+    // The row is free and unchanged.
+    let mut a = n.admin().await;
+    a.query_drop("UPDATE xr.t SET v = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM xr.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(2));
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transaction_control_works_like_text() {
+    // sysbench prepares BEGIN and COMMIT: they must open and commit the replicated transaction.
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE pt").await.unwrap();
+    a.query_drop("CREATE TABLE pt.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    a.exec_drop("BEGIN", ()).await.unwrap();
+    a.exec_drop("INSERT INTO pt.t VALUES (?, ?)", (1, 1))
+        .await
+        .unwrap();
+    a.exec_drop("INSERT INTO pt.t VALUES (?, ?)", (2, 2))
+        .await
+        .unwrap();
+    a.exec_drop("COMMIT", ()).await.unwrap();
+    a.exec_drop("START TRANSACTION", ()).await.unwrap();
+    a.exec_drop("INSERT INTO pt.t VALUES (?, ?)", (3, 3))
+        .await
+        .unwrap();
+    a.exec_drop("ROLLBACK", ()).await.unwrap();
+    converged(&c, "pt.t").await;
+    for n in &c.nodes {
+        assert_eq!(count_on_backend(n, "SELECT COUNT(*) FROM pt.t").await, 2);
+    }
+    // A prepared COMMIT reports a certification conflict like the text one.
+    let mut b = c.node(1).admin().await;
+    a.exec_drop("BEGIN", ()).await.unwrap();
+    b.exec_drop("BEGIN", ()).await.unwrap();
+    a.exec_drop("UPDATE pt.t SET v = 10 WHERE id = 1", ())
+        .await
+        .unwrap();
+    b.exec_drop("UPDATE pt.t SET v = 20 WHERE id = 1", ())
+        .await
+        .unwrap();
+    a.exec_drop("COMMIT", ()).await.unwrap();
+    let e = b.exec_drop("COMMIT", ()).await.unwrap_err();
+    assert!(is_deadlock(&e), "{e:?}");
+    c.stop().await;
+}

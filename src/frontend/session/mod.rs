@@ -83,7 +83,7 @@ pub(crate) struct Session {
     /// The current schema, for re-opening the backend connection after a brute-force abort.
     db: Option<Vec<u8>>,
     /// Prepared statements by backend id, and whether each may write.
-    prepared: std::collections::HashMap<u32, bool>,
+    prepared: std::collections::HashMap<u32, (Route, Statement)>,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
 }
@@ -185,7 +185,7 @@ impl Session {
             let seq = packet.next_seq();
             match self.dispatch(packet).await {
                 Ok(()) => {}
-                Err(End::BackendGone(why)) if self.shared.bf_victim.load(Ordering::SeqCst) => {
+                Err(End::BackendGone(why)) if self.shared.is_victim() => {
                     if let Err(end) = self.recover_from_bf_abort(seq, &why).await {
                         break end;
                     }
@@ -554,20 +554,17 @@ impl Session {
                 .reply_error(&packet, &ClientError::NotSupported(what))
                 .await;
         }
-        if matches!(
-            r,
-            Route::Begin | Route::Commit | Route::Rollback | Route::Toi(_) | Route::SetAutocommit
-        ) {
-            let e = ClientError::NotSupported(
-                "transaction control or DDL as a prepared statement through certus",
-            );
+        if matches!(r, Route::Toi(_)) {
+            let e = ClientError::NotSupported("DDL as a prepared statement through certus");
             return self.reply_error(&packet, &e).await;
         }
         let (packets, ok) = self.relay_buffered(&packet, Shape::Prepare).await?;
         if ok {
             if let Some(id) = packets.first().and_then(|(p, _)| p.payload.get(1..5)) {
                 let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                self.prepared.insert(id, r == Route::Write);
+                // Executions take the same route as the text would (BEGIN and COMMIT included:
+                // sysbench prepares them).
+                self.prepared.insert(id, (r, st));
             }
         }
         for (p, _) in &packets {
@@ -585,15 +582,11 @@ impl Session {
     }
 
     async fn execute(&mut self, packet: Packet) -> Result<(), End> {
-        let write = stmt_id(&packet)
-            .and_then(|id| self.prepared.get(&id).copied())
-            .unwrap_or(true);
-        if !write && self.sync_wait & 1 == 1 && !causal_wait(self.fe.clone()).await {
-            return self
-                .reply_error(&packet, &ClientError::LockWaitTimeout)
-                .await;
-        }
-        self.data_statement(&packet, write).await
+        // An id the node did not see prepared is treated as a possible write.
+        let (r, st) = stmt_id(&packet)
+            .and_then(|id| self.prepared.get(&id).cloned())
+            .unwrap_or((Route::Write, Statement::Other));
+        self.run_routed(packet, r, &st).await
     }
 
     /// A statement that reads or may write data (COM_QUERY or COM_STMT_EXECUTE): inside the
@@ -648,7 +641,7 @@ impl Session {
         let conn = conn.ok_or_else(|| End::BackendGone("re-login refused".into()))?;
         self.fe.registry.set_thread(&self.shared, conn.thread_id);
         self.backend = conn;
-        self.shared.bf_victim.store(false, Ordering::SeqCst);
+        self.shared.recovered();
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.client
             .send(seq, &ClientError::Deadlock.to_packet())

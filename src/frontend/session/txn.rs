@@ -16,7 +16,6 @@ use crate::statement::{Ddl, DdlKind};
 use crate::writeset::{self, Body, Key, SessionContext, TOICommand, WriteSet, WriteSetFlags};
 use mysql_common::constants::StatusFlags;
 use rand::Rng;
-use std::sync::atomic::Ordering;
 
 /// An XA transaction open on the session's backend connection.
 pub(super) struct Txn {
@@ -196,9 +195,14 @@ impl Session {
             let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
             return Ok(Ok(()));
         }
-        self.shared.committing.store(true, Ordering::SeqCst);
+        if !self.shared.begin_commit() {
+            // A brute-force abort is killing this connection: never prepare now.
+            return Err(End::BackendGone(
+                "brute-force aborted before XA PREPARE".into(),
+            ));
+        }
         let result = self.prepare_and_capture(&txn).await;
-        self.shared.committing.store(false, Ordering::SeqCst);
+        self.shared.end_commit();
         let (statements, keys) = match result? {
             Ok(Some(captured)) => captured,
             // No row changed. If rows were matched but left unchanged, the transaction still

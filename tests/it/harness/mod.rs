@@ -173,6 +173,7 @@ pub struct TestNode {
     pub node: Option<Node>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    cfg: certus::config::NodeConfig,
 }
 
 impl TestNode {
@@ -205,14 +206,39 @@ impl TestNode {
             peer: peers,
             http: Some(http),
         };
-        let node = Node::start(cfg, listeners).await.expect("node starts");
+        let node = Node::start(cfg.clone(), listeners)
+            .await
+            .expect("node starts");
         let ready = TestNode::eventually(Duration::from_secs(30), || node.is_ready()).await;
         assert!(ready, "node not ready within 30 s");
         TestNode {
             addr: node.client_addr(),
             node: Some(node),
             dir,
+            cfg,
         }
+    }
+
+    /// Stops the node cleanly and starts it again on the same data dir (a one-node cluster:
+    /// its peer address may change).
+    pub async fn restart(self) -> TestNode {
+        let mut this = self;
+        if let Some(node) = this.node.take() {
+            node.shutdown().await;
+        }
+        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut cfg = this.cfg.clone();
+        cfg.members = [(cfg.node_id, peers.local_addr().expect("addr").to_string())].into();
+        let dir = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        // Swap the data dir out of `this` so its Drop does not delete it.
+        let old = std::mem::replace(&mut this.dir, dir);
+        drop(this);
+        Self::start_in(old, cfg, peers).await
     }
 
     /// A fresh copy of the template data dir.
