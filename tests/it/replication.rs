@@ -615,6 +615,7 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
         .await
         .unwrap()
         .unwrap();
+    let kept = b.prep("UPDATE bf.t SET v = ? WHERE id = 2").await.unwrap();
     // B holds the row lock in a long transaction that has not reached COMMIT.
     b.query_drop("BEGIN").await.unwrap();
     b.query_drop("UPDATE bf.t SET v = 2 WHERE id = 1")
@@ -642,8 +643,9 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
         .await
         .unwrap_err();
     assert!(is_deadlock(&e), "{e:?}");
-    // The session goes on, and the counter moved.
+    // The session goes on, its prepared statements too, and the counter moved.
     b.query_drop("SELECT 1").await.unwrap();
+    b.exec_drop(&kept, (5,)).await.unwrap();
     let after: (String, String) = b
         .query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
         .await

@@ -83,9 +83,20 @@ pub(crate) struct Session {
     /// The current schema, for re-opening the backend connection after a brute-force abort.
     db: Option<Vec<u8>>,
     /// Prepared statements by backend id, and whether each may write.
-    prepared: std::collections::HashMap<u32, (Route, Statement)>,
+    prepared: std::collections::HashMap<u32, Prepared>,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
+}
+
+/// A prepared statement, by the id the client was given.
+#[derive(Clone)]
+struct Prepared {
+    route: Route,
+    statement: Statement,
+    /// The text, to prepare it again on a new backend connection after a brute-force abort.
+    text: Vec<u8>,
+    /// The id on the current backend connection (differs from the client's after re-preparing).
+    backend_id: u32,
 }
 
 /// What the session does with one statement.
@@ -234,6 +245,17 @@ impl Session {
                 .reply_error(&packet, &ClientError::UnknownCommand)
                 .await;
         };
+        let mut packet = packet;
+        if matches!(
+            command,
+            cmd::STMT_EXECUTE
+                | cmd::STMT_FETCH
+                | cmd::STMT_SEND_LONG_DATA
+                | cmd::STMT_CLOSE
+                | cmd::STMT_RESET
+        ) {
+            self.to_backend_stmt_id(&mut packet);
+        }
         match command {
             cmd::QUIT => Err(End::ClientQuit),
             cmd::QUERY => self.query(packet).await,
@@ -244,7 +266,7 @@ impl Session {
             cmd::STMT_SEND_LONG_DATA => self.forward_only(&packet).await,
             cmd::STMT_CLOSE => {
                 if let Some(id) = stmt_id(&packet) {
-                    self.prepared.remove(&id);
+                    self.prepared.retain(|_, p| p.backend_id != id);
                 }
                 self.forward_only(&packet).await
             }
@@ -564,7 +586,16 @@ impl Session {
                 let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
                 // Executions take the same route as the text would (BEGIN and COMMIT included:
                 // sysbench prepares them).
-                self.prepared.insert(id, (r, st));
+                let text = packet.payload.get(1..).unwrap_or_default().to_vec();
+                self.prepared.insert(
+                    id,
+                    Prepared {
+                        route: r,
+                        statement: st,
+                        text,
+                        backend_id: id,
+                    },
+                );
             }
         }
         for (p, _) in &packets {
@@ -584,7 +615,8 @@ impl Session {
     async fn execute(&mut self, packet: Packet) -> Result<(), End> {
         // An id the node did not see prepared is treated as a possible write.
         let (r, st) = stmt_id(&packet)
-            .and_then(|id| self.prepared.get(&id).cloned())
+            .and_then(|id| self.prepared.get(&id))
+            .map(|p| (p.route.clone(), p.statement.clone()))
             .unwrap_or((Route::Write, Statement::Other));
         self.run_routed(packet, r, &st).await
     }
@@ -615,6 +647,48 @@ impl Session {
         }
     }
 
+    /// The client names prepared statements by the ids it was given; after a re-prepare the
+    /// backend knows them by others.
+    fn to_backend_stmt_id(&self, packet: &mut Packet) {
+        let Some(id) = stmt_id(packet) else { return };
+        if let Some(p) = self.prepared.get(&id) {
+            if p.backend_id != id {
+                packet.payload[1..5].copy_from_slice(&p.backend_id.to_le_bytes());
+            }
+        }
+    }
+
+    /// Prepares the session's statements again on a new backend connection, so that a
+    /// brute-force abort costs the client its transaction, not its prepared statements.
+    async fn prepare_again(&mut self) -> Result<(), End> {
+        let ids: Vec<u32> = self.prepared.keys().copied().collect();
+        for id in ids {
+            let Some(text) = self.prepared.get(&id).map(|p| p.text.clone()) else {
+                continue;
+            };
+            let mut payload = vec![cmd::STMT_PREPARE];
+            payload.extend_from_slice(&text);
+            let (packets, ok) = self
+                .relay_buffered(&Packet { seq: 0, payload }, Shape::Prepare)
+                .await?;
+            let new_id = packets
+                .first()
+                .and_then(|(p, _)| p.payload.get(1..5))
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            match (ok, new_id) {
+                (true, Some(new_id)) => {
+                    if let Some(p) = self.prepared.get_mut(&id) {
+                        p.backend_id = new_id;
+                    }
+                }
+                _ => {
+                    self.prepared.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The session's backend connection was killed by a brute-force abort: the client gets
     /// 1213 for the statement it sent, and the session continues on a new backend connection.
     async fn recover_from_bf_abort(&mut self, seq: u8, why: &str) -> Result<(), End> {
@@ -623,7 +697,6 @@ impl Session {
             "brute-force aborted ({why}); reconnecting to the backend"
         );
         self.txn = None;
-        self.prepared.clear();
         self.last_gtid = Some(Vec::new());
         let login = Login {
             user: &self.identity.user,
@@ -642,6 +715,7 @@ impl Session {
         self.fe.registry.set_thread(&self.shared, conn.thread_id);
         self.backend = conn;
         self.shared.recovered();
+        self.prepare_again().await?;
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.client
             .send(seq, &ClientError::Deadlock.to_packet())
