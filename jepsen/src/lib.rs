@@ -1,7 +1,6 @@
-//! certus-jepsen: the judging half of certus's Jepsen-style safety suite.
+//! certus-jepsen: certus's Jepsen-style safety suite.
 //!
-//! A runner (not here yet) starts a cluster, drives clients and nemeses, and records every
-//! operation into a [`history::History`]. This crate then:
+//! The judging half is pure:
 //!
 //! 1. pairs invocations with completions per process ([`history`]), treating an unknown outcome
 //!    as `info`, never `fail`;
@@ -10,10 +9,15 @@
 //!    dependency cycles), `counter` and `set`;
 //! 4. summarises verdicts into `results.json` and `results.md` ([`results`]).
 //!
-//! Everything here is pure: no I/O except writing the results and EDN the caller asks for, no
-//! clock, no randomness. It must not know how a cluster is started or faulted.
+//! Those modules do no I/O except writing the results and EDN the caller asks for, read no
+//! clock and draw no random numbers; they must not know how a cluster is started or faulted.
+//!
+//! The acting half is [`runner`]: it starts `certus` node processes (or uses existing MySQL
+//! endpoints), drives the workloads, injects faults through a seeded nemesis and a partition
+//! relay, checks that the backends converge, and feeds the histories to the checkers.
 
 pub mod checker;
 pub mod edn;
 pub mod history;
 pub mod results;
+pub mod runner;

@@ -70,6 +70,9 @@ pub enum AnomalyKind {
     /// A counter read above the number of increments that could have happened.
     #[serde(rename = "counter-too-high")]
     CounterTooHigh,
+    /// Backends that should hold identical data after healing and catch-up do not.
+    #[serde(rename = "divergence")]
+    Divergence,
     /// The history itself cannot be judged (unpaired ops, no final read, reused values).
     #[serde(rename = "invalid-history")]
     InvalidHistory,
@@ -94,6 +97,7 @@ impl AnomalyKind {
             AnomalyKind::WrongTotal => "wrong-total",
             AnomalyKind::NegativeBalance => "negative-balance",
             AnomalyKind::CounterTooHigh => "counter-too-high",
+            AnomalyKind::Divergence => "divergence",
             AnomalyKind::InvalidHistory => "invalid-history",
         }
     }
@@ -219,6 +223,7 @@ mod tests {
             AnomalyKind::WrongTotal,
             AnomalyKind::NegativeBalance,
             AnomalyKind::CounterTooHigh,
+            AnomalyKind::Divergence,
             AnomalyKind::InvalidHistory,
         ];
         for kind in kinds {

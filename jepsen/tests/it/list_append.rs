@@ -106,6 +106,27 @@ fn g2_item_write_skew() {
     assert_exactly(&result, &[G2Item]);
     let text = &result.first(G2Item).unwrap().description;
     assert!(text.starts_with("T2 -rw[2]-> T3 -rw[1]-> T2\n"), "{text}");
+
+    // Snapshot isolation permits write skew, and only write skew.
+    let si = ListAppendOptions {
+        allow_g2_item: true,
+        ..ListAppendOptions::default()
+    };
+    assert_valid(&check(&b.history, &si));
+}
+
+#[test]
+fn snapshot_isolation_still_reports_read_skew() {
+    let mut b = Builder::new();
+    let reader = b.begin(&[r(1, &[]), r(2, &[2])]);
+    b.txn(OpType::Ok, &[a(1, 1), a(2, 2)]);
+    b.end_txn(reader, OpType::Ok, &[r(1, &[]), r(2, &[2])]);
+    b.txn(OpType::Ok, &[r(1, &[1]), r(2, &[2])]);
+    let si = ListAppendOptions {
+        allow_g2_item: true,
+        ..ListAppendOptions::default()
+    };
+    assert_exactly(&check(&b.history, &si), &[GSingle]);
 }
 
 #[test]
@@ -234,7 +255,13 @@ fn stale_reads_only_when_asked_for() {
     b.txn(OpType::Ok, &[r(1, &[])]); // a lagging node
     b.txn(OpType::Ok, &[r(1, &[1])]);
     assert_valid(&run(&b));
-    let strict = check(&b.history, &ListAppendOptions { stale_reads: true });
+    let strict = check(
+        &b.history,
+        &ListAppendOptions {
+            stale_reads: true,
+            ..ListAppendOptions::default()
+        },
+    );
     assert_exactly(&strict, &[StaleRead]);
 }
 

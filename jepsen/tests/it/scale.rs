@@ -173,7 +173,13 @@ fn ten_thousand_op_serializable_history_is_valid() {
         counts[&OpType::Fail] > 50 && counts[&OpType::Info] > 50,
         "{counts:?}"
     );
-    let result = check(&history, &ListAppendOptions { stale_reads: true });
+    let result = check(
+        &history,
+        &ListAppendOptions {
+            stale_reads: true,
+            ..ListAppendOptions::default()
+        },
+    );
     assert!(result.valid, "{:#?}", result.anomalies);
 }
 
