@@ -139,6 +139,9 @@ mod tests {
         assert!(f.contains(WriteSetFlags::PA_UNSAFE));
         assert_eq!(f.bits(), 1);
         assert!(f.is_known());
-        assert!(!WriteSetFlags(2).is_known());
+        f.insert(WriteSetFlags::UNKNOWN_ROWS);
+        assert!(f.contains(WriteSetFlags::UNKNOWN_ROWS));
+        assert!(f.is_known());
+        assert!(!WriteSetFlags(4).is_known());
     }
 }
