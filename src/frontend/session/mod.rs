@@ -763,18 +763,8 @@ impl Session {
             status: &rows,
             variables: &vars,
         };
-        match statement::wsrep::rewrite_wsrep(sql, &values) {
-            Some(text) => {
-                let mut payload = Vec::with_capacity(text.len() + 1);
-                payload.push(packet.payload[0]);
-                payload.extend_from_slice(&text);
-                Packet {
-                    seq: packet.seq,
-                    payload,
-                }
-            }
-            None => packet,
-        }
+        let text = statement::wsrep::rewrite_wsrep(sql, &values);
+        with_text(packet, text)
     }
 
     /// `SHOW STATUS` / `SHOW VARIABLES`: the backend's rows merged with the node's `wsrep_%`
@@ -908,18 +898,8 @@ impl Session {
         if !contains_ascii_ci(sql, b"connection_id") {
             return packet;
         }
-        match statement::rewrite_connection_id(sql, self.id.0) {
-            Some(text) => {
-                let mut payload = Vec::with_capacity(text.len() + 1);
-                payload.push(packet.payload[0]);
-                payload.extend_from_slice(&text);
-                Packet {
-                    seq: packet.seq,
-                    payload,
-                }
-            }
-            None => packet,
-        }
+        let text = statement::rewrite_connection_id(sql, self.id.0);
+        with_text(packet, text)
     }
 
     /// `KILL [CONNECTION|QUERY] <id>`: the id is the client-visible one; the backend gets its
@@ -1078,6 +1058,18 @@ async fn causal_wait(fe: Arc<Frontend>) -> bool {
 
 fn is_sync_wait(t: &statement::SetTarget) -> bool {
     matches!(t, statement::SetTarget::Session(n) | statement::SetTarget::Global(n) if n == "wsrep_sync_wait")
+}
+
+/// `packet` (a COM_QUERY or COM_STMT_PREPARE) with its statement text replaced, when rewritten.
+fn with_text(packet: Packet, text: Option<Vec<u8>>) -> Packet {
+    let Some(text) = text else { return packet };
+    let mut payload = Vec::with_capacity(text.len() + 1);
+    payload.push(packet.payload[0]);
+    payload.extend_from_slice(&text);
+    Packet {
+        seq: packet.seq,
+        payload,
+    }
 }
 
 fn stmt_id(packet: &Packet) -> Option<u32> {
