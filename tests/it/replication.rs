@@ -51,6 +51,17 @@ async fn converged(c: &TestCluster, table: &str) -> Option<i64> {
     }
 }
 
+/// Runs `stmts` through node 1, waits until every backend has `table`, and returns the
+/// connection.
+async fn setup(c: &TestCluster, stmts: &[&str], table: &str) -> mysql_async::Conn {
+    let mut a = c.node(0).admin().await;
+    for stmt in stmts {
+        a.query_drop(*stmt).await.unwrap();
+    }
+    converged(c, table).await;
+    a
+}
+
 /// Runs `sql`, retrying while the node answers 1047 (a leader election on a loaded machine).
 async fn retry_not_ready(conn: &mut mysql_async::Conn, sql: &str) {
     for _ in 0..50 {
@@ -600,15 +611,16 @@ async fn causal_reads_see_what_another_node_just_committed() {
 async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE bf").await.unwrap();
-    a.query_drop("CREATE TABLE bf.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO bf.t VALUES (1, 0), (2, 0)")
-        .await
-        .unwrap();
-    converged(&c, "bf.t").await;
+    let mut a = setup(
+        &c,
+        &[
+            "CREATE DATABASE bf",
+            "CREATE TABLE bf.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO bf.t VALUES (1, 0), (2, 0)",
+        ],
+        "bf.t",
+    )
+    .await;
     let mut b = c.node(1).admin().await;
     let before: (String, String) = b
         .query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
@@ -662,15 +674,16 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
 async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE ar").await.unwrap();
-    a.query_drop("CREATE TABLE ar.c (id INT PRIMARY KEY, n INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO ar.c VALUES (1, 0)")
-        .await
-        .unwrap();
-    converged(&c, "ar.c").await;
+    setup(
+        &c,
+        &[
+            "CREATE DATABASE ar",
+            "CREATE TABLE ar.c (id INT PRIMARY KEY, n INT)",
+            "INSERT INTO ar.c VALUES (1, 0)",
+        ],
+        "ar.c",
+    )
+    .await;
     // Many concurrent autocommit increments of one row from every node: each acknowledged
     // increment is applied exactly once (n equals the acknowledged count), and the retry turns
     // most certification conflicts into successes.
