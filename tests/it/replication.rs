@@ -156,15 +156,16 @@ async fn writes_through_every_node_converge_on_all_backends() {
 async fn conflicting_updates_on_two_nodes_abort_the_later_committer() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE cf").await.unwrap();
-    a.query_drop("CREATE TABLE cf.t (id INT PRIMARY KEY, v INT, u INT, UNIQUE KEY uk (u))")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO cf.t VALUES (1, 0, 1)")
-        .await
-        .unwrap();
-    converged(&c, "cf.t").await;
+    let mut a = setup(
+        &c,
+        &[
+            "CREATE DATABASE cf",
+            "CREATE TABLE cf.t (id INT PRIMARY KEY, v INT, u INT, UNIQUE KEY uk (u))",
+            "INSERT INTO cf.t VALUES (1, 0, 1)",
+        ],
+        "cf.t",
+    )
+    .await;
     let mut b = c.node(1).admin().await;
     // Cross-node conflict on one row.
     a.query_drop("BEGIN").await.unwrap();
