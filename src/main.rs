@@ -40,6 +40,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change or show the cluster's membership online, through any running member.
+    ///
+    /// The request goes to the member's peer listener and is authenticated with the cluster
+    /// secret; a member that is not the leader passes it on to the leader.
+    Cluster {
+        #[command(flatten)]
+        target: ClusterTarget,
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
     /// Start a local cluster of nodes with managed MariaDB backends, in the foreground.
     ///
     /// Node i listens for clients on BASE_PORT+i, for peers on BASE_PORT+20+i, and keeps its
@@ -61,6 +71,91 @@ enum Command {
         #[arg(long, default_value = "certus")]
         admin_password: String,
     },
+}
+
+#[derive(clap::Args)]
+struct ClusterTarget {
+    /// Peer address (host:port) of any running member (default: peer_listen from --config,
+    /// else 127.0.0.1:4567).
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// A node's TOML config file, for the cluster secret and the default --node.
+    #[arg(long, env = "CERTUS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The cluster secret (default: cluster_secret from --config).
+    #[arg(
+        long,
+        env = "CERTUS_CLUSTER_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    cluster_secret: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ClusterOp {
+    /// Add a node: it must already run with `join = true`. It becomes a learner, receives the
+    /// log, and is made a voter once it has caught up.
+    AddNode {
+        /// The new node's id (1-1000, unused in this cluster).
+        #[arg(long)]
+        id: u64,
+        /// The new node's peer address (its peer_listen), as the other members reach it.
+        #[arg(long)]
+        peer: String,
+        /// Seconds to wait for the new node to catch up before giving up (it stays a learner).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Remove a node (voter or learner) from the membership. It then refuses clients.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Show the voters, learners and leader.
+    Members,
+}
+
+async fn run_cluster(target: ClusterTarget, op: ClusterOp) -> anyhow::Result<()> {
+    let file = match &target.config {
+        Some(path) => Some(RawNodeConfig::from_file(path)?),
+        None => None,
+    };
+    let secret = target
+        .cluster_secret
+        .or_else(|| file.as_ref().and_then(|f| f.cluster_secret.clone()))
+        .context(
+            "the cluster secret is required (--cluster-secret, CERTUS_CLUSTER_SECRET or --config)",
+        )?;
+    let node = target
+        .node
+        .or_else(|| {
+            file.as_ref()
+                .and_then(|f| f.peer_listen.map(|a| a.to_string()))
+        })
+        .unwrap_or_else(|| "127.0.0.1:4567".to_string());
+    use certus::replication::{cluster_admin, AdminOp};
+    let (op, wait) = match op {
+        ClusterOp::AddNode { id, peer, timeout } => (
+            AdminOp::AddNode {
+                id,
+                addr: peer,
+                catch_up_ms: timeout.saturating_mul(1000),
+            },
+            // Catch-up plus the two membership entries.
+            std::time::Duration::from_secs(timeout.saturating_add(90)),
+        ),
+        ClusterOp::RemoveNode { id } => (
+            AdminOp::RemoveNode { id },
+            std::time::Duration::from_secs(90),
+        ),
+        ClusterOp::Members => (AdminOp::Show, std::time::Duration::from_secs(10)),
+    };
+    let view = cluster_admin(&node, secret.as_bytes(), op, wait)
+        .await
+        .with_context(|| format!("cluster request through {node}"))?;
+    print!("{view}");
+    Ok(())
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -145,6 +240,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Command::Cluster { target, op } => rt.block_on(run_cluster(target, op)),
         Command::DevCluster {
             dir,
             base_port,

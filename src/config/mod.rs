@@ -60,6 +60,11 @@ pub struct RawNodeConfig {
     /// comma-separated). Default: a one-node cluster of this node alone.
     #[arg(long = "member", env = "CERTUS_MEMBERS", value_delimiter = ',')]
     pub members: Option<Vec<String>>,
+    /// Join an existing cluster instead of forming one: the node starts with an empty log and
+    /// waits until `certus cluster add-node` on a member adds it (default false). Only for a
+    /// node that has never been a member; once it has a log the flag changes nothing.
+    #[arg(long, env = "CERTUS_JOIN")]
+    pub join: Option<bool>,
     /// Shared secret that authenticates peers (at least 16 bytes); required with more than one member.
     #[arg(long, env = "CERTUS_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
@@ -180,7 +185,7 @@ impl RawNodeConfig {
     /// Settings in `top` win over settings in `self`.
     pub fn overlay(&mut self, top: RawNodeConfig) {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
-            peer_listen, members, cluster_secret, peer_source_ip, http_listen,
+            peer_listen, members, join, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
             sync_wait, causal_read_timeout,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
@@ -317,9 +322,11 @@ impl RawNodeConfig {
                 problems.push("cluster_secret must be at least 16 bytes".into());
                 Vec::new()
             }
-            None if members.len() > 1 => {
-                problems
-                    .push("cluster_secret is required for a cluster of more than one node".into());
+            None if members.len() > 1 || self.join == Some(true) => {
+                problems.push(
+                    "cluster_secret is required for a cluster of more than one node (and to join one)"
+                        .into(),
+                );
                 Vec::new()
             }
             // A one-node cluster has no peers to authenticate; the secret guards nothing.
@@ -343,6 +350,7 @@ impl RawNodeConfig {
             peer_source_ip: self.peer_source_ip,
             peer_listen,
             members,
+            join: self.join.unwrap_or(false),
             cluster_secret,
             node_name: self.node_name.unwrap_or_else(|| format!("node{node_id}")),
             node_id,
@@ -383,6 +391,8 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     /// Node id -> peer address, this node included.
     pub members: std::collections::BTreeMap<u64, String>,
+    /// Join an existing cluster (never initialize one); see `RawNodeConfig::join`.
+    pub join: bool,
     pub cluster_secret: Vec<u8>,
     pub peer_source_ip: Option<std::net::IpAddr>,
     pub http_listen: SocketAddr,

@@ -149,6 +149,17 @@ impl ClientError {
         err.serialize(&mut buf);
         buf
     }
+
+    /// The ERR packet payload sent in place of the greeting. MariaDB omits the SQLSTATE there
+    /// (the client has not announced CLIENT_PROTOCOL_41 yet); with it, clients read
+    /// `#08S01` as the start of the message.
+    pub(crate) fn to_packet_before_greeting(&self) -> Vec<u8> {
+        let (code, _, msg) = self.parts();
+        let err = ErrPacket::Error(ServerError::new(code, None, msg.into_bytes()));
+        let mut buf = Vec::new();
+        err.serialize(&mut buf);
+        buf
+    }
 }
 
 #[cfg(test)]

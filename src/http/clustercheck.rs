@@ -90,6 +90,7 @@ pub(crate) mod tests {
             primary: true,
             inconsistent: None,
             backend_up: true,
+            removed: false,
             ready: true,
             cluster_size: 3,
             cluster_state_uuid: "6b1f6c2e-8d1a-4a8e-9a57-0f4a3c2b1d00".to_string(),

@@ -129,6 +129,7 @@ impl Node {
             config.cluster_secret.clone(),
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
+        repl_cfg.join = config.join;
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -146,18 +147,24 @@ impl Node {
                 return Err(NodeError::Backend(e));
             }
         };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let status_source = status_source(
             &config,
             listener.local_addr()?,
             backend.clone(),
             write_path.clone(),
         );
+        tokio::spawn(follow_auto_increment(
+            backend.pool.clone(),
+            write_path.clone(),
+            config.node_id,
+            shutdown_rx.clone(),
+        ));
         let frontend = Frontend::new(backend, settings, registry, write_path, status_source);
         frontend
             .default_sync_wait
             .store(config.sync_wait, std::sync::atomic::Ordering::Relaxed);
         let client_addr = listener.local_addr()?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let http_addr = match http_listener {
             Some(l) => {
                 let addr = l.local_addr()?;
@@ -272,6 +279,60 @@ fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
     }
 }
 
+/// How often the backend's auto-increment settings are compared with the membership.
+const AUTO_INCREMENT_CHECK: Duration = Duration::from_secs(2);
+
+/// Galera's `wsrep_auto_increment_control`, following online membership changes: the backend's
+/// global `auto_increment_increment` is the number of voters and `auto_increment_offset` this
+/// node's 1-based position among them, so nodes hand out ids in distinct residue classes. New
+/// sessions inherit the globals; sessions opened before a change keep the old values until they
+/// reconnect, and a collision in that window is a certification conflict, never a divergence.
+/// Compared with the backend's actual values each time, so a restarted backend (whose my.cnf
+/// holds the configured values) is corrected too.
+async fn follow_auto_increment(
+    pool: mysql_async::Pool,
+    wp: Arc<WritePath>,
+    node_id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use mysql_async::prelude::Queryable;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(AUTO_INCREMENT_CHECK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(summary) = wp.raft_summary() else {
+            continue;
+        };
+        let Some(position) = summary.voters.iter().position(|v| *v == node_id) else {
+            continue;
+        };
+        let wanted = (summary.voters.len() as u64, position as u64 + 1);
+        let Ok(mut conn) = pool.get_conn().await else {
+            continue;
+        };
+        let actual: Option<(u64, u64)> = conn
+            .query_first("SELECT @@global.auto_increment_increment, @@global.auto_increment_offset")
+            .await
+            .unwrap_or(None);
+        if actual == Some(wanted) {
+            continue;
+        }
+        let set = format!(
+            "SET GLOBAL auto_increment_increment = {}, GLOBAL auto_increment_offset = {}",
+            wanted.0, wanted.1
+        );
+        match conn.query_drop(set).await {
+            Ok(()) => info!(
+                increment = wanted.0,
+                offset = wanted.1,
+                "auto-increment control follows the membership"
+            ),
+            Err(e) => tracing::warn!("cannot set auto_increment_increment/offset: {e}"),
+        }
+    }
+}
+
 /// The cluster's state UUID (`wsrep_cluster_state_uuid`): derived from the initial membership
 /// and the cluster secret, so every member computes the same one without coordination.
 fn cluster_uuid(config: &NodeConfig) -> String {
@@ -281,6 +342,26 @@ fn cluster_uuid(config: &NodeConfig) -> String {
     }
     let h = xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes();
     uuid::Builder::from_random_bytes(h).into_uuid().to_string()
+}
+
+/// Galera's local state from this node's place: removed nodes and nodes outside the Primary
+/// component are Initialized, learners and voters still catching up are Joining.
+fn local_state(
+    primary: bool,
+    learner: bool,
+    removed: bool,
+    synced: bool,
+    healthy: bool,
+) -> status::LocalState {
+    if removed {
+        status::LocalState::Initialized
+    } else if learner || (primary && !synced) {
+        status::LocalState::Joining
+    } else if primary && healthy {
+        status::LocalState::Synced
+    } else {
+        status::LocalState::Initialized
+    }
 }
 
 /// Builds the closure that computes a live [`status::NodeStatus`] on every call.
@@ -293,24 +374,42 @@ fn status_source(
     use std::sync::atomic::Ordering;
     let node_name = config.node_name.clone();
     let node_id = config.node_id;
-    let local_index = config
+    let config_index = config
         .members
         .keys()
         .position(|id| *id == node_id)
         .unwrap_or(0);
     let uuid = cluster_uuid(config);
-    let members = config.members.len();
     Arc::new(move || {
-        let (term, leader, size) = wp.raft_summary().unwrap_or((0, None, members));
+        let summary = wp.raft_summary();
+        let place = wp.place();
         let primary = wp.is_primary();
         let inconsistent = wp.inconsistent();
         let backend_up = backend.health() == backend::Health::Up;
-        let local_state = if primary && inconsistent.is_none() && backend_up {
-            status::LocalState::Synced
-        } else {
-            status::LocalState::Initialized
-        };
+        let probe = place.probe;
+        let removed = place.removed;
+        let local_state = local_state(
+            primary,
+            probe.is_some_and(|p| p.learner),
+            removed,
+            place.synced,
+            inconsistent.is_none() && backend_up,
+        );
         let ready = local_state == status::LocalState::Synced;
+        let (term, leader, voters, membership_index) = match summary {
+            Some(s) => (s.term, s.leader, s.voters, s.membership_index),
+            None => (0, None, Vec::new(), 0),
+        };
+        // Galera's wsrep_local_index: this node's position among the members, by id.
+        let local_index = voters
+            .iter()
+            .position(|v| *v == node_id)
+            .unwrap_or(config_index);
+        let cluster_size = match (removed, primary) {
+            (true, _) => 0,
+            (false, true) => voters.len().max(1),
+            (false, false) => 1,
+        };
         let sh = &wp.shared;
         status::NodeStatus {
             node_name: node_name.clone(),
@@ -320,9 +419,12 @@ fn status_source(
             inconsistent,
             backend_up,
             ready,
-            cluster_size: if primary { size } else { 1 },
+            removed,
+            cluster_size,
             cluster_state_uuid: uuid.clone(),
-            cluster_conf_id: term,
+            // Changes with every new leader (term) and every membership change (the index of
+            // the membership entry); both only grow, so the sum does too, alike on every node.
+            cluster_conf_id: term + membership_index,
             local_index,
             incoming_addresses: client_addr.to_string(),
             last_committed: wp.last_applied().0,

@@ -54,11 +54,14 @@ pub struct NodeStatus {
     pub inconsistent: Option<String>,
     /// The backend answers.
     pub backend_up: bool,
+    /// This node was removed from the cluster's membership (`certus cluster remove-node`).
+    pub removed: bool,
     /// Serves clients: backend up, Primary, Synced (or Donor when allowed), consistent.
     pub ready: bool,
     pub cluster_size: usize,
     pub cluster_state_uuid: String,
-    /// Raft term (Galera's configuration id counts membership changes; the term is ours).
+    /// Raft term plus the log index of the membership in effect: it grows with every new leader
+    /// and every membership change, as Galera's configuration id grows with every view.
     pub cluster_conf_id: u64,
     /// 0-based index of this node among the members, ordered by node id.
     pub local_index: usize,
@@ -83,7 +86,9 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// `wsrep_cluster_status`.
     pub fn cluster_status(&self) -> &'static str {
-        if self.primary && self.inconsistent.is_none() {
+        if self.removed {
+            "Disconnected"
+        } else if self.primary && self.inconsistent.is_none() {
             "Primary"
         } else {
             "non-Primary"

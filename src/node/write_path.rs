@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, Table};
 use crate::certification::{Certifier, Verdict};
 use crate::frontend::Registry;
 use crate::ids::{NodeId, Seqno};
-use crate::replication::{Fsm, ProposeError, Replication};
+use crate::replication::{Fsm, MembershipProbe, ProposeError, Replication};
 use crate::writeset::{
     self, Body, CellValue, Collation, ForeignKeyMeta, IndexColumn, IndexMeta, Key, RowChange,
     TableMeta, WriteSet,
@@ -173,7 +173,85 @@ pub(crate) struct WritePath {
     pool: mysql_async::Pool,
     apply_task: tokio::task::JoinHandle<()>,
     primary: Arc<std::sync::atomic::AtomicBool>,
+    /// This node's place in the membership and whether it has caught up, as last sampled.
+    place: Arc<Mutex<Place>>,
     primary_task: tokio::task::JoinHandle<()>,
+}
+
+/// What the sampler knows about this node's membership and catch-up.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Place {
+    pub(crate) probe: Option<MembershipProbe>,
+    /// Set once this node, as a voter in the Primary component, has applied (nearly) all it
+    /// has received; until then it is Joining and refuses clients (DESIGN §10). It stays set:
+    /// a later loss of the Primary component is reported through `primary`.
+    pub(crate) synced: bool,
+    /// This node has been a voter since it started.
+    pub(crate) was_voter: bool,
+    /// Removed from the cluster: no longer listed, or demoted from voter to learner (the first
+    /// step of a removal; nodes are never demoted otherwise).
+    pub(crate) removed: bool,
+}
+
+/// Catch-up thresholds for leaving Joining: Raft entries received but not yet certified, and
+/// write sets certified but not yet applied to the backend.
+const SYNCED_UNAPPLIED_ENTRIES: u64 = 64;
+const SYNCED_APPLY_QUEUE: u64 = 256;
+
+/// Whether a node with this probe and apply queue has caught up (pure).
+pub(crate) fn has_caught_up(p: &MembershipProbe, apply_queue: u64) -> bool {
+    p.primary
+        && p.voter
+        && p.unapplied <= SYNCED_UNAPPLIED_ENTRIES
+        && apply_queue <= SYNCED_APPLY_QUEUE
+}
+
+/// Raft's view, as the status surfaces use it.
+pub(crate) struct RaftSummary {
+    pub(crate) term: u64,
+    pub(crate) leader: Option<u64>,
+    /// Voting members, ordered by id.
+    pub(crate) voters: Vec<u64>,
+    pub(crate) membership_index: u64,
+}
+
+/// Samples the Primary flag and this node's place in the membership; latches `synced` once the
+/// node has caught up.
+async fn sample_membership(
+    probe: impl Fn() -> MembershipProbe,
+    primary: Arc<std::sync::atomic::AtomicBool>,
+    place: Arc<Mutex<Place>>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let p = probe();
+        primary.store(p.primary, Ordering::Relaxed);
+        let newly_removed = match place.lock() {
+            Ok(mut place) => {
+                place.was_voter |= p.voter;
+                let removed = p.removed || (p.learner && place.was_voter);
+                let newly_removed = removed && !place.removed;
+                place.removed = removed;
+                if !place.synced && has_caught_up(&p, shared.queued.load(Ordering::Relaxed)) {
+                    info!("caught up with the cluster: Synced");
+                    place.synced = true;
+                }
+                place.probe = Some(p);
+                newly_removed
+            }
+            Err(_) => false,
+        };
+        if newly_removed {
+            warn!("this node was removed from the cluster: it no longer serves clients");
+            // Write sets still waiting here may have committed in the cluster, but this node
+            // will not apply them any more: their sessions get an unknown outcome now rather
+            // than after the outcome timeout.
+            if let Ok(mut waiters) = shared.waiters.lock() {
+                waiters.clear();
+            }
+        }
+        tokio::time::sleep(PRIMARY_SAMPLE).await;
+    }
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -265,16 +343,16 @@ impl WritePath {
         let primary = Arc::new(std::sync::atomic::AtomicBool::new(
             replication.metrics().is_primary,
         ));
-        let probe = replication.primary_probe();
-        let flag = primary.clone();
-        let primary_task = tokio::spawn(async move {
-            loop {
-                flag.store(probe(), Ordering::Relaxed);
-                tokio::time::sleep(PRIMARY_SAMPLE).await;
-            }
-        });
+        let place = Arc::new(Mutex::new(Place::default()));
+        let primary_task = tokio::spawn(sample_membership(
+            replication.membership_probe(),
+            primary.clone(),
+            place.clone(),
+            shared.clone(),
+        ));
         Ok(WritePath {
             primary,
+            place,
             primary_task,
             node,
             replication: tokio::sync::RwLock::new(Some(replication)),
@@ -298,6 +376,16 @@ impl WritePath {
     /// Whether this node is in the Primary component (a leader with quorum), as last sampled.
     pub(crate) fn is_primary(&self) -> bool {
         self.primary.load(Ordering::Relaxed)
+    }
+
+    /// This node's membership and catch-up state, as last sampled.
+    pub(crate) fn place(&self) -> Place {
+        self.place.lock().map(|p| *p).unwrap_or_default()
+    }
+
+    /// Whether this node has caught up since it started (or joined) and may serve clients.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.place().synced
     }
 
     /// A causal read (wsrep_sync_wait): waits until this backend reflects everything the
@@ -327,11 +415,16 @@ impl WritePath {
         tokio::time::timeout(timeout, wait).await.map_err(|_| ())?
     }
 
-    /// Raft's view: (term, leader, member count), when it can be read without waiting.
-    pub(crate) fn raft_summary(&self) -> Option<(u64, Option<u64>, usize)> {
+    /// Raft's view for the status surfaces, when it can be read without waiting.
+    pub(crate) fn raft_summary(&self) -> Option<RaftSummary> {
         let guard = self.replication.try_read().ok()?;
         let m = guard.as_ref()?.metrics();
-        Some((m.term, m.leader.map(|l| l.0), m.members.len()))
+        Some(RaftSummary {
+            term: m.term,
+            leader: m.leader.map(|l| l.0),
+            voters: m.voters.iter().map(|v| v.0).collect(),
+            membership_index: m.membership_index,
+        })
     }
 
     pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {

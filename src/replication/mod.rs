@@ -16,7 +16,14 @@
 //! and vote on disk, skips initialization, re-applies committed entries above its last snapshot
 //! into its `Fsm`, and rejoins: it is a follower until the leader's heartbeats reach it, or it
 //! helps elect a new leader. After a restart, addresses come from the membership stored in the
-//! log, not from the config (changing addresses needs a membership change, not implemented).
+//! log, not from the config.
+//!
+//! Online membership (`membership`). A node started with `join` never initializes: it waits,
+//! with an empty log, until a leader adds it as a learner and replicates the log to it from the
+//! start (the normal catch-up path: its `Fsm` certifies and queues every entry), and is then
+//! promoted to voter. Removal is `change_membership` without the node. Peer addresses always
+//! come from the Raft membership (`BasicNode::addr`): openraft hands them to the network for
+//! replication, and forwarding, read index and admin routing read them from the metrics.
 //!
 //! Layers: `Replication::propose` -> `batcher` -> `Raft::client_write` (leader) or
 //! `network::Peers` -> `server` -> leader's `batcher` (follower). Commit -> `state_machine` ->
@@ -25,6 +32,7 @@
 mod batcher;
 mod error;
 mod log_store;
+mod membership;
 mod network;
 mod server;
 mod state_machine;
@@ -45,6 +53,7 @@ use crate::ids::NodeId;
 
 pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartError};
 pub use log_store::LogStoreError;
+pub use membership::{cluster_admin, AdminError, AdminOp, MembershipView};
 pub use state_machine::{Fsm, SnapshotFileError};
 pub use types::Position;
 pub use wal::WalError;
@@ -92,6 +101,8 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// Bind outbound peer connections to this local address (default: any).
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Join an existing cluster: never initialize; wait for a leader to add this node.
+    pub join: bool,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -105,6 +116,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("election_timeout_min", &self.election_timeout_min)
             .field("election_timeout_max", &self.election_timeout_max)
             .field("snapshot_policy", &self.snapshot_policy)
+            .field("join", &self.join)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +147,7 @@ impl ReplicationConfig {
             propose_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             peer_source_ip: None,
+            join: false,
         }
     }
 
@@ -196,9 +209,27 @@ pub struct ReplicationMetrics {
     /// this is the applied index, which trails the committed index only by the apply queue.
     pub committed_index: Option<u64>,
     pub members: BTreeMap<NodeId, String>,
+    /// The voting members (`members` minus learners): Galera's cluster size.
+    pub voters: Vec<NodeId>,
+    /// Log index of the membership entry in effect; changes with every membership change.
+    pub membership_index: u64,
     /// Galera's "Primary": a leader exists and, on the leader, a quorum acknowledged it within
     /// the election timeout.
     pub is_primary: bool,
+}
+
+/// This node's place in the membership, sampled cheaply for readiness and status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipProbe {
+    pub primary: bool,
+    /// A voting member of the membership in effect.
+    pub voter: bool,
+    /// Listed as a learner: being added, still catching up.
+    pub learner: bool,
+    /// The membership is known and does not list this node at all: it was removed.
+    pub removed: bool,
+    /// Entries in this node's log not yet applied to its state machine.
+    pub unapplied: u64,
 }
 
 fn is_primary(
@@ -278,8 +309,8 @@ impl Replication {
         let ctx = Arc::new(ServerCtx {
             self_id: id,
             secret,
-            members: cfg.members.keys().map(|n| n.0).collect(),
             raft: raft.clone(),
+            peers: peers.clone(),
             batcher: batcher.clone(),
             propose_timeout: cfg.propose_timeout,
         });
@@ -306,6 +337,13 @@ impl Replication {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         if initialized {
+            return Ok(());
+        }
+        if self.cfg.join {
+            tracing::info!(
+                node = self.node_id.0,
+                "joining an existing cluster: waiting for a leader to add this node"
+            );
             return Ok(());
         }
         let members: BTreeMap<u64, BasicNode> = self
@@ -393,19 +431,36 @@ impl Replication {
             .is_ok()
     }
 
-    /// A cheap probe of "is this node in the Primary component", usable from another task.
-    pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+    /// A cheap probe of this node's place in the membership, usable from another task.
+    pub fn membership_probe(&self) -> impl Fn() -> MembershipProbe + Send + Sync + 'static {
         let metrics = self.raft.metrics();
         let election = self.cfg.election_timeout_max.as_millis() as u64;
+        let id = self.node_id.0;
         move || {
             let m = metrics.borrow();
-            is_primary(
-                m.state,
-                m.millis_since_quorum_ack,
-                m.current_leader.is_some(),
-                election,
-            )
+            let membership = m.membership_config.membership();
+            let known = membership.nodes().next().is_some();
+            let voter = membership.voter_ids().any(|v| v == id);
+            let listed = membership.get_node(&id).is_some();
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            MembershipProbe {
+                primary: is_primary(
+                    m.state,
+                    m.millis_since_quorum_ack,
+                    m.current_leader.is_some(),
+                    election,
+                ),
+                voter,
+                learner: listed && !voter,
+                removed: known && !listed,
+                unapplied: m.last_log_index.unwrap_or(0).saturating_sub(applied),
+            }
         }
+    }
+
+    /// The membership as this node sees it.
+    pub fn membership(&self) -> MembershipView {
+        membership::view(&self.raft)
     }
 
     pub fn metrics(&self) -> ReplicationMetrics {
@@ -431,6 +486,13 @@ impl Replication {
                 .nodes()
                 .map(|(id, n)| (NodeId(*id), n.addr.clone()))
                 .collect(),
+            voters: m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(NodeId)
+                .collect(),
+            membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
             is_primary,
         }
     }

@@ -14,6 +14,10 @@
 //! A server that cannot verify step 2 closes the connection without a reply. Fresh nonces on
 //! both sides keep a recorded handshake from being replayed in either direction. The secret
 //! authenticates the peer; it does not encrypt the stream (TLS is a later, separate layer).
+//!
+//! The operator's `certus cluster` commands use the same handshake with the reserved client id
+//! `ADMIN_CLIENT_ID` (0; node ids start at 1): they prove the secret like a peer, and the
+//! server then accepts only membership requests from them.
 
 use std::collections::HashMap;
 use std::io;
@@ -38,6 +42,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::error::{ProposeError, ReadIndexError};
+use super::membership::{AdminRequest, MembershipView};
 use super::types::{decode, encode, Position, TypeConfig};
 
 pub(crate) const MAGIC: &[u8; 8] = b"CERTUSP1";
@@ -47,6 +52,8 @@ const MAC_LEN: usize = 32;
 pub(crate) const MAX_FRAME: usize = 512 * 1024 * 1024;
 const MAX_IDLE_PER_PEER: usize = 8;
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The client id of an operator's admin connection (`certus cluster ...`); never a node id.
+pub(crate) const ADMIN_CLIENT_ID: u64 = 0;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -58,6 +65,8 @@ pub(crate) enum PeerRequest {
     /// Proposals a follower forwards to the leader; answered with the first one's position.
     Forward(Vec<Vec<u8>>),
     ReadIndex,
+    /// A membership change or query, from an operator or forwarded by a peer to the leader.
+    Admin(AdminRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +76,7 @@ pub(crate) enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Forward(Result<Position, ProposeError>),
     ReadIndex(Result<u64, ReadIndexError>),
+    Admin(Result<MembershipView, String>),
 }
 
 /// Why a call failed, split by whether the request may have reached the peer.
@@ -158,13 +168,14 @@ pub(crate) async fn accept_handshake(
     Ok(client)
 }
 
-/// Client side of the handshake; fails unless the server proves the secret and is `target`.
+/// Client side of the handshake; fails unless the server proves the secret and, when `target`
+/// is given, is that node. Returns the server's node id.
 pub(crate) async fn connect_handshake(
     stream: &mut TcpStream,
     secret: &[u8],
     self_id: u64,
-    target: u64,
-) -> io::Result<()> {
+    target: Option<u64>,
+) -> io::Result<u64> {
     let mut hello = [0u8; MAGIC.len() + NONCE_LEN];
     stream.read_exact(&mut hello).await?;
     if &hello[..MAGIC.len()] != MAGIC {
@@ -197,13 +208,13 @@ pub(crate) async fn connect_handshake(
                 "peer failed to prove the cluster secret",
             )
         })?;
-    if server != target {
-        return Err(io::Error::new(
+    match target {
+        Some(target) if server != target => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("expected node {target}, reached node {server}"),
-        ));
+        )),
+        _ => Ok(server),
     }
-    Ok(())
 }
 
 /// Encodes one frame (length prefix included). Fails on encode errors and oversize frames.
@@ -323,7 +334,7 @@ impl Peers {
             stream.set_nodelay(true)?;
             timeout(
                 HANDSHAKE_TIMEOUT,
-                connect_handshake(&mut stream, &self.secret, self.self_id, target),
+                connect_handshake(&mut stream, &self.secret, self.self_id, Some(target)),
             )
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
@@ -546,10 +557,10 @@ mod tests {
         let (mut c, mut s) = pair().await;
         let secret = b"0123456789abcdef-secret";
         let (cr, sr) = tokio::join!(
-            connect_handshake(&mut c, secret, 2, 1),
+            connect_handshake(&mut c, secret, 2, Some(1)),
             accept_handshake(&mut s, secret, 1, |id| id == 2 || id == 3)
         );
-        cr.unwrap();
+        assert_eq!(cr.unwrap(), 1);
         assert_eq!(sr.unwrap(), 2);
     }
 
@@ -557,7 +568,7 @@ mod tests {
     async fn handshake_rejects_a_wrong_secret_and_the_client_learns_nothing() {
         let (mut c, mut s) = pair().await;
         let (cr, sr) = tokio::join!(
-            connect_handshake(&mut c, b"wrong-secret-wrong-secret", 2, 1),
+            connect_handshake(&mut c, b"wrong-secret-wrong-secret", 2, Some(1)),
             async {
                 let r = accept_handshake(&mut s, b"0123456789abcdef-secret", 1, |_| true).await;
                 drop(s); // the server drops the connection without a reply
@@ -573,7 +584,7 @@ mod tests {
         let (mut c, mut s) = pair().await;
         let secret = b"0123456789abcdef-secret";
         let (cr, _) = tokio::join!(
-            connect_handshake(&mut c, secret, 2, 3),
+            connect_handshake(&mut c, secret, 2, Some(3)),
             accept_handshake(&mut s, secret, 1, |_| true)
         );
         assert_eq!(cr.unwrap_err().kind(), io::ErrorKind::InvalidData);

@@ -1,7 +1,11 @@
 //! The peer RPC server: accepts peers on a bound listener, authenticates them, dispatches.
 //!
-//! Owns: the accept loop and one task per authenticated connection. Must not touch: outbound
-//! connections (`network`), batching decisions (`batcher`), storage.
+//! Owns: the accept loop and one task per authenticated connection, and routing admin
+//! (membership) requests to the leader. Must not touch: outbound connections (`network`),
+//! batching decisions (`batcher`), storage.
+//!
+//! Who may connect is decided per connection from the Raft membership in effect
+//! (`membership::admits`), so nodes added or removed online are admitted or refused at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +17,10 @@ use tokio::time::timeout;
 
 use super::batcher::BatcherHandle;
 use super::error::{ProposeError, ReadIndexError};
+use super::membership::{self, AdminOp, AdminRequest, MembershipView};
 use super::network::{
-    accept_handshake, read_frame, write_frame, PeerRequest, PeerResponse, HANDSHAKE_TIMEOUT,
+    accept_handshake, read_frame, write_frame, PeerRequest, PeerResponse, Peers, ADMIN_CLIENT_ID,
+    HANDSHAKE_TIMEOUT,
 };
 use super::stopped;
 use super::types::RaftNode;
@@ -26,8 +32,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) struct ServerCtx {
     pub(crate) self_id: u64,
     pub(crate) secret: Arc<[u8]>,
-    pub(crate) members: Vec<u64>,
     pub(crate) raft: RaftNode,
+    /// For forwarding admin requests to the leader.
+    pub(crate) peers: Arc<Peers>,
     pub(crate) batcher: BatcherHandle,
     pub(crate) propose_timeout: Duration,
 }
@@ -64,11 +71,19 @@ pub(crate) async fn serve(
 
 async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let members = ctx.members.clone();
+    let nodes: std::collections::BTreeSet<u64> = {
+        let m = ctx.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    };
     let peer = match timeout(
         HANDSHAKE_TIMEOUT,
         accept_handshake(&mut stream, &ctx.secret, ctx.self_id, |id| {
-            members.contains(&id)
+            membership::admits(&nodes, ctx.self_id, id)
         }),
     )
     .await
@@ -88,6 +103,10 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };
+        if peer == ADMIN_CLIENT_ID && !matches!(req, PeerRequest::Admin(_)) {
+            tracing::warn!("an admin connection sent a peer message; closing it");
+            return Ok(());
+        }
         let resp = dispatch(&ctx, peer, req).await;
         write_frame(&mut stream, &resp).await?;
     }
@@ -113,8 +132,86 @@ async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse 
             }))
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(local_read_index(&ctx.raft).await),
+        PeerRequest::Admin(req) => PeerResponse::Admin(admin(ctx, req).await),
     }
 }
+
+/// Runs a membership request on the leader. A removal that demoted the leader itself ends on
+/// the next leader: the request is routed again (a bounded number of times) until the node is
+/// gone from the membership.
+async fn admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipView, String> {
+    let mut result = route_admin(ctx, req.clone()).await;
+    if req.forwarded {
+        return result;
+    }
+    let mut demoted = false;
+    for _ in 0..ADMIN_REROUTES {
+        // After a demotion, an error (no leader yet) is worth another try as well.
+        let unfinished = match (&req.op, &result) {
+            (AdminOp::RemoveNode { id }, Ok(view)) => view.learners.contains_key(id),
+            (AdminOp::RemoveNode { .. }, Err(_)) => demoted,
+            _ => false,
+        };
+        if !unfinished {
+            break;
+        }
+        demoted = true;
+        tokio::time::sleep(ADMIN_REROUTE_PAUSE).await;
+        result = route_admin(ctx, req.clone()).await;
+    }
+    result
+}
+
+/// A new leader is elected within about one election timeout; these bound the wait for it.
+const ADMIN_REROUTES: usize = 20;
+const ADMIN_REROUTE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs a membership request on the leader: here when this node leads, otherwise forwarded
+/// once to the leader it knows.
+async fn route_admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipView, String> {
+    let (leader, leader_addr) = {
+        let m = ctx.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader;
+        let addr = leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+        });
+        (leader, addr)
+    };
+    match (leader, leader_addr) {
+        (Some(l), _) if l == ctx.self_id => membership::run_on_leader(&ctx.raft, req.op).await,
+        _ if req.forwarded => Err(format!(
+            "node {} is not the leader (it sees {leader:?}); retry",
+            ctx.self_id
+        )),
+        (Some(l), Some(addr)) => {
+            let forwarded = PeerRequest::Admin(AdminRequest {
+                op: req.op,
+                forwarded: true,
+            });
+            match ctx
+                .peers
+                .call(l, &addr, &forwarded, ADMIN_FORWARD_TIMEOUT)
+                .await
+            {
+                Ok(PeerResponse::Admin(r)) => r,
+                Ok(_) => Err(format!("leader {l} answered out of protocol")),
+                Err(e) => Err(format!("forwarding to leader {l}: {e}")),
+            }
+        }
+        _ => Err(format!(
+            "node {} knows no leader (no quorum?); retry",
+            ctx.self_id
+        )),
+    }
+}
+
+/// A forwarded add-node may wait for a learner to catch up; the operator's own timeout bounds
+/// the whole call, this only keeps a lost leader from holding the connection for ever.
+const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The leader's linearizable read index: its committed index once it has confirmed with a
 /// quorum that it is still the leader.

@@ -2,5 +2,6 @@
 
 mod client_edge;
 mod harness;
+mod membership;
 mod replication;
 mod status;

@@ -43,6 +43,11 @@ impl ClientIo {
     pub(crate) async fn send_error(&mut self, seq: u8, e: &ClientError) {
         let _ = self.send(seq, &e.to_packet()).await;
     }
+
+    /// An error sent instead of the greeting (the node refuses the connection).
+    pub(crate) async fn send_error_before_greeting(&mut self, e: &ClientError) {
+        let _ = self.send(0, &e.to_packet_before_greeting()).await;
+    }
 }
 
 /// Why a session ended; only for logging.

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "certus";
+/// The cluster secret of every `TestCluster` (and of nodes that join one).
+pub const CLUSTER_SECRET: &[u8] = b"test-cluster-secret-0123456789";
 const MARIADBD: &str = "/usr/sbin/mariadbd";
 
 /// Small InnoDB settings: tests start many servers on two cores.
@@ -189,8 +191,52 @@ impl TestNode {
         Self::start_in(dir, cfg, peers).await
     }
 
-    /// Starts a node whose data dir already holds a copy of the template.
+    /// Starts a node whose data dir already holds a copy of the template, and waits until it
+    /// is ready.
     async fn start_in(
+        dir: tempfile::TempDir,
+        cfg: certus::config::NodeConfig,
+        peers: tokio::net::TcpListener,
+    ) -> TestNode {
+        let node = Self::launch(dir, cfg, peers).await;
+        let ready = TestNode::eventually(Duration::from_secs(30), || {
+            node.node.as_ref().is_some_and(|n| n.is_ready())
+        })
+        .await;
+        assert!(ready, "node not ready within 30 s");
+        node
+    }
+
+    /// Starts node `node_id` from a fresh template copy with `join = true` and the test
+    /// cluster's secret. It serves nothing until a member adds it (`certus cluster add-node`),
+    /// so this does not wait for it to be ready.
+    pub async fn start_joining(node_id: u64) -> TestNode {
+        let dir = Self::copy_template();
+        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut cfg = node_config(dir.path(), node_id);
+        cfg.members = [(node_id, peers.local_addr().expect("addr").to_string())].into();
+        cfg.join = true;
+        cfg.cluster_secret = CLUSTER_SECRET.to_vec();
+        Self::launch(dir, cfg, peers).await
+    }
+
+    /// This node's peer address (what `cluster add-node --peer` names).
+    pub fn peer_addr(&self) -> String {
+        self.cfg
+            .members
+            .get(&self.cfg.node_id)
+            .cloned()
+            .expect("a node's own peer address is in its config")
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.cfg.node_id
+    }
+
+    /// Starts a node without waiting for it to be ready.
+    async fn launch(
         dir: tempfile::TempDir,
         cfg: certus::config::NodeConfig,
         peers: tokio::net::TcpListener,
@@ -209,8 +255,6 @@ impl TestNode {
         let node = Node::start(cfg.clone(), listeners)
             .await
             .expect("node starts");
-        let ready = TestNode::eventually(Duration::from_secs(30), || node.is_ready()).await;
-        assert!(ready, "node not ready within 30 s");
         TestNode {
             addr: node.client_addr(),
             node: Some(node),
@@ -420,7 +464,7 @@ impl TestCluster {
             let dir = TestNode::copy_template();
             let mut cfg = node_config(dir.path(), i as u64 + 1);
             cfg.members = members.clone();
-            cfg.cluster_secret = b"test-cluster-secret-0123456789".to_vec();
+            cfg.cluster_secret = CLUSTER_SECRET.to_vec();
             starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
         }
         let mut nodes = Vec::new();
