@@ -442,3 +442,38 @@ fn status_source(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::local_state;
+    use crate::node::status::LocalState;
+
+    #[test]
+    fn local_state_follows_the_membership_place() {
+        // (primary, learner, removed, synced, healthy)
+        assert_eq!(
+            local_state(true, false, false, true, true),
+            LocalState::Synced
+        );
+        assert_eq!(
+            local_state(false, true, false, false, true),
+            LocalState::Joining
+        );
+        assert_eq!(
+            local_state(true, false, false, false, true),
+            LocalState::Joining
+        );
+        assert_eq!(
+            local_state(false, true, true, true, true),
+            LocalState::Initialized
+        );
+        assert_eq!(
+            local_state(false, false, false, true, true),
+            LocalState::Initialized
+        );
+        assert_eq!(
+            local_state(true, false, false, true, false),
+            LocalState::Initialized
+        );
+    }
+}

@@ -913,3 +913,33 @@ async fn apply_loop(
         shared.notify(xid, outcome);
     }
 }
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+
+    fn probe(primary: bool, voter: bool, unapplied: u64) -> MembershipProbe {
+        MembershipProbe {
+            primary,
+            voter,
+            learner: !voter,
+            removed: false,
+            unapplied,
+        }
+    }
+
+    #[test]
+    fn a_node_is_synced_only_as_a_primary_voter_with_little_left_to_apply() {
+        assert!(has_caught_up(&probe(true, true, 0), 0));
+        assert!(!has_caught_up(&probe(false, true, 0), 0), "outside Primary");
+        assert!(!has_caught_up(&probe(false, false, 0), 0), "a learner");
+        assert!(!has_caught_up(
+            &probe(true, true, SYNCED_UNAPPLIED_ENTRIES + 1),
+            0
+        ));
+        assert!(!has_caught_up(
+            &probe(true, true, 0),
+            SYNCED_APPLY_QUEUE + 1
+        ));
+    }
+}
