@@ -50,6 +50,20 @@ pub enum AdminOp {
     Show,
 }
 
+impl AdminOp {
+    /// The longest the leader may take to run this operation; bounds a forwarded request.
+    pub(crate) fn time_bound(&self) -> Duration {
+        let margin = Duration::from_secs(30);
+        match self {
+            AdminOp::AddNode { catch_up_ms, .. } => {
+                Duration::from_millis(*catch_up_ms) + CHANGE_TIMEOUT * 2 + margin
+            }
+            AdminOp::RemoveNode { .. } => CHANGE_TIMEOUT * 2 + DEMOTION_NOTICE + margin,
+            AdminOp::Show => margin,
+        }
+    }
+}
+
 /// An admin request on the wire. `forwarded` is set when a follower passes it to the leader, so
 /// that a request never travels more than one hop (a stale leader view fails, it does not loop).
 #[derive(Clone, Debug, Serialize, Deserialize)]

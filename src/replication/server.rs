@@ -188,15 +188,12 @@ async fn route_admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipVie
             ctx.self_id
         )),
         (Some(l), Some(addr)) => {
+            let ttl = req.op.time_bound();
             let forwarded = PeerRequest::Admin(AdminRequest {
                 op: req.op,
                 forwarded: true,
             });
-            match ctx
-                .peers
-                .call(l, &addr, &forwarded, ADMIN_FORWARD_TIMEOUT)
-                .await
-            {
+            match ctx.peers.call(l, &addr, &forwarded, ttl).await {
                 Ok(PeerResponse::Admin(r)) => r,
                 Ok(_) => Err(format!("leader {l} answered out of protocol")),
                 Err(e) => Err(format!("forwarding to leader {l}: {e}")),
@@ -208,10 +205,6 @@ async fn route_admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipVie
         )),
     }
 }
-
-/// A forwarded add-node may wait for a learner to catch up; the operator's own timeout bounds
-/// the whole call, this only keeps a lost leader from holding the connection for ever.
-const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The leader's linearizable read index: its committed index once it has confirmed with a
 /// quorum that it is still the leader.
