@@ -557,6 +557,24 @@ mod tests {
     }
 
     #[test]
+    fn joining_needs_the_cluster_secret() {
+        let raw = RawNodeConfig {
+            data_dir: Some("/d".into()),
+            join: Some(true),
+            ..Default::default()
+        };
+        let err = raw.clone().validate().unwrap_err().to_string();
+        assert!(err.contains("cluster_secret is required"), "{err}");
+        let cfg = RawNodeConfig {
+            cluster_secret: Some("0123456789abcdef".into()),
+            ..raw
+        }
+        .validate()
+        .unwrap();
+        assert!(cfg.join);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_options_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.toml");
