@@ -57,7 +57,7 @@ pub(crate) fn encode_status(status: &NodeStatus) -> Result<String, std::fmt::Err
     );
     registry.register(
         "cluster_conf_id",
-        "Raft term (wsrep_cluster_conf_id)",
+        "Configuration id: Raft term plus membership log index (wsrep_cluster_conf_id)",
         ConstGauge::new(status.cluster_conf_id),
     );
     registry.register(
