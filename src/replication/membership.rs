@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::network::{
-    connect_handshake, read_frame, write_frame, PeerRequest, PeerResponse, ADMIN_CLIENT_ID,
+    connect_handshake, read_frame, write_frame, PeerRequest, PeerResponse, Peers, ADMIN_CLIENT_ID,
     HANDSHAKE_TIMEOUT,
 };
 use super::types::RaftNode;
@@ -46,7 +46,7 @@ pub enum AdminOp {
     },
     /// Remove node `id` (voter or learner) from the membership.
     RemoveNode { id: u64 },
-    /// Report the membership.
+    /// Report the membership as the node asked sees it (answered by any node, not forwarded).
     Show,
 }
 
@@ -210,16 +210,61 @@ pub(crate) fn view(raft: &RaftNode) -> MembershipView {
     view
 }
 
-/// Runs `op` on this node, which must be the leader (the server checks).
-pub(crate) async fn run_on_leader(raft: &RaftNode, op: AdminOp) -> Result<MembershipView, String> {
+/// Runs `op` on this node, which must be the leader (the server checks). `peers` reaches a
+/// node being added, to check that it is waiting to join.
+pub(crate) async fn run_on_leader(
+    raft: &RaftNode,
+    peers: &Peers,
+    op: AdminOp,
+) -> Result<MembershipView, String> {
     match op {
         AdminOp::Show => Ok(view(raft)),
         AdminOp::AddNode {
             id,
             addr,
             catch_up_ms,
-        } => add_node(raft, id, addr, Duration::from_millis(catch_up_ms)).await,
+        } => add_node(raft, peers, id, addr, Duration::from_millis(catch_up_ms)).await,
         AdminOp::RemoveNode { id } => remove_node(raft, id).await,
+    }
+}
+
+/// How long the leader waits for a node being added to say what it knows.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks node `id` at `addr` for its membership view and refuses to add it unless it is waiting
+/// to join (it knows no membership) or already belongs to this cluster (it lists `leader`). A
+/// node started without `join = true` has formed a cluster of its own, and its log and backend
+/// must not be mixed into this one; an address that does not answer is most likely a typo.
+async fn check_joiner(peers: &Peers, leader: u64, id: u64, addr: &str) -> Result<(), String> {
+    let req = PeerRequest::Admin(AdminRequest {
+        op: AdminOp::Show,
+        forwarded: true,
+    });
+    let theirs = match peers.call(id, addr, &req, PROBE_TIMEOUT).await {
+        Ok(PeerResponse::Admin(Ok(v))) => v,
+        Ok(PeerResponse::Admin(Err(e))) => return Err(format!("node {id} at {addr}: {e}")),
+        Ok(_) => return Err(format!("node {id} at {addr} answered out of protocol")),
+        Err(e) => {
+            return Err(format!(
+                "cannot reach node {id} at {addr} ({e}); start it with join = true first"
+            ))
+        }
+    };
+    joinable(&theirs, leader).map_err(|why| format!("node {id} at {addr} {why}"))
+}
+
+/// The rule of `check_joiner`, pure.
+pub(crate) fn joinable(theirs: &MembershipView, leader: u64) -> Result<(), String> {
+    let knows_none = theirs.voters.is_empty() && theirs.learners.is_empty();
+    let ours = theirs.voters.contains_key(&leader) || theirs.learners.contains_key(&leader);
+    if knows_none || ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "already belongs to another cluster (voters {:?}); it was not started with \
+             join = true: wipe its data dir and start it with join = true",
+            theirs.voters.keys().collect::<Vec<_>>()
+        ))
     }
 }
 
@@ -232,6 +277,7 @@ fn check_node_id(id: u64) -> Result<(), String> {
 
 async fn add_node(
     raft: &RaftNode,
+    peers: &Peers,
     id: u64,
     addr: String,
     catch_up: Duration,
@@ -251,6 +297,8 @@ async fn add_node(
             return Ok(current);
         }
     }
+    let leader = raft.metrics().borrow().id;
+    check_joiner(peers, leader, id, &addr).await?;
     tracing::info!(node = id, %addr, "membership: adding a learner");
     let added = timeout(
         CHANGE_TIMEOUT,
@@ -424,6 +472,27 @@ mod tests {
         assert!(caught_up(20, 20, 20));
         assert!(caught_up(100, 20, 100 + CATCH_UP_LAG));
         assert!(!caught_up(100, 20, 101 + CATCH_UP_LAG));
+    }
+
+    #[test]
+    fn only_a_waiting_joiner_or_one_of_ours_may_be_added() {
+        let waiting = MembershipView::default();
+        assert!(joinable(&waiting, 1).is_ok());
+        let ours = MembershipView {
+            voters: [(1, "a".into()), (2, "b".into())].into(),
+            learners: [(4, "d".into())].into(),
+            ..Default::default()
+        };
+        assert!(
+            joinable(&ours, 1).is_ok(),
+            "re-running add-node for our learner"
+        );
+        let own_cluster = MembershipView {
+            voters: [(4, "d".into())].into(),
+            ..Default::default()
+        };
+        let err = joinable(&own_cluster, 1).unwrap_err();
+        assert!(err.contains("join = true"), "{err}");
     }
 
     #[test]

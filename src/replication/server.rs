@@ -182,7 +182,10 @@ async fn route_admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipVie
         (leader, addr)
     };
     match (leader, leader_addr) {
-        (Some(l), _) if l == ctx.self_id => membership::run_on_leader(&ctx.raft, req.op).await,
+        _ if req.op == AdminOp::Show => Ok(membership::view(&ctx.raft)),
+        (Some(l), _) if l == ctx.self_id => {
+            membership::run_on_leader(&ctx.raft, &ctx.peers, req.op).await
+        }
         _ if req.forwarded => Err(format!(
             "node {} is not the leader (it sees {leader:?}); retry",
             ctx.self_id

@@ -376,6 +376,30 @@ async fn grow_from_three_to_five_and_shrink_back_under_write_load() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let alone = n4.node.as_ref().unwrap().status();
     assert!(!alone.primary && !alone.ready, "{alone:?}");
+    // A node started without join = true forms a cluster of its own: it is never added.
+    let stray = TestNode::start_with(|cfg| {
+        let addr = cfg.members.values().next().cloned().unwrap();
+        cfg.node_id = 6;
+        cfg.members = [(6, addr)].into();
+        cfg.cluster_secret = CLUSTER_SECRET.to_vec();
+    })
+    .await;
+    let refused = cluster_admin(
+        &c.node(0).peer_addr(),
+        CLUSTER_SECRET,
+        AdminOp::AddNode {
+            id: 6,
+            addr: stray.peer_addr(),
+            catch_up_ms: 10_000,
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(certus::replication::AdminError::Refused(m)) if m.contains("join = true")),
+        "{refused:?}"
+    );
+    stray.stop().await;
     // The admin requests need the cluster secret.
     let refused = cluster_admin(
         &c.node(0).peer_addr(),
