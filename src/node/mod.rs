@@ -62,6 +62,8 @@ pub struct Node {
     backend_owner: BackendOwner,
     shutdown_tx: watch::Sender<bool>,
     serve_task: tokio::task::JoinHandle<()>,
+    data_dir: std::path::PathBuf,
+    cluster_uuid: uuid::Uuid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub enum NodeError {
     Backend(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Recovery(#[from] crate::recovery::RecoveryError),
 }
 
 impl Node {
@@ -82,6 +86,9 @@ impl Node {
             http: http_listener,
         } = listeners;
         std::fs::create_dir_all(&config.data_dir)?;
+        // Nothing is changed before these checks pass: grastate.dat, the Raft log, the cluster
+        // uuid and what the reachable members say.
+        let preflight = crate::recovery::preflight(&config).await?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
                 let (managed, backend) = backend::managed::Managed::start(
@@ -97,6 +104,17 @@ impl Node {
                 let (backend, probe) =
                     backend::external::connect(e, auto_increment(&config)).await?;
                 (backend, BackendOwner::External(probe))
+            }
+        };
+        let cluster_uuid = match adopt_identity(&config, &preflight, &backend).await {
+            Ok(u) => u,
+            Err(e) => {
+                backend.pool.clone().disconnect().await.ok();
+                match owner {
+                    BackendOwner::Managed(m) => m.shutdown().await,
+                    BackendOwner::External(probe) => probe.abort(),
+                }
+                return Err(e.into());
             }
         };
         let settings = EdgeSettings {
@@ -129,6 +147,7 @@ impl Node {
             config.cluster_secret.clone(),
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
+        repl_cfg.cluster_uuid = cluster_uuid.hyphenated().to_string();
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -148,6 +167,7 @@ impl Node {
         };
         let status_source = status_source(
             &config,
+            cluster_uuid,
             listener.local_addr()?,
             backend.clone(),
             write_path.clone(),
@@ -188,7 +208,14 @@ impl Node {
             backend_owner: owner,
             shutdown_tx,
             serve_task,
+            data_dir: config.data_dir.clone(),
+            cluster_uuid,
         })
+    }
+
+    /// The cluster state UUID this node belongs to (`wsrep_cluster_state_uuid`).
+    pub fn cluster_uuid(&self) -> uuid::Uuid {
+        self.cluster_uuid
     }
 
     pub fn client_addr(&self) -> SocketAddr {
@@ -247,20 +274,60 @@ impl Node {
         self.frontend.registry.len()
     }
 
-    /// Stops accepting clients, then stops the backend (managed mode) cleanly.
+    /// Stops accepting clients, tells the other members it is leaving, stops Raft, then the
+    /// backend (managed mode), and records the clean stop in grastate.dat: the applied seqno, and
+    /// `safe_to_bootstrap: 1` only when this node left last.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         let _ = self.serve_task.await;
+        let last_to_leave = self.frontend.write_path.announce_leaving().await;
         self.frontend.write_path.shutdown().await;
-        self.frontend.backend.pool.clone().disconnect().await.ok();
+        let pool = self.frontend.backend.pool.clone();
+        let seqno = match tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::recovery::backend_state(&pool),
+        )
+        .await
+        {
+            Ok(Ok((_, seqno))) => Some(seqno),
+            Ok(Err(e)) => {
+                tracing::warn!("at shutdown: {e}; grastate.dat keeps seqno -1");
+                None
+            }
+            Err(_) => None,
+        };
+        pool.disconnect().await.ok();
         match self.backend_owner {
             BackendOwner::Managed(m) => m.shutdown().await,
             BackendOwner::External(probe) => probe.abort(),
         }
+        match crate::recovery::mark_stopped(&self.data_dir, self.cluster_uuid, seqno, last_to_leave)
+        {
+            Ok(()) => info!(
+                seqno = ?seqno.map(|s| s.0),
+                safe_to_bootstrap = last_to_leave && seqno.is_some(),
+                "clean stop recorded in grastate.dat"
+            ),
+            Err(e) => tracing::error!("recording the clean stop: {e}"),
+        }
     }
 }
 
-fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
+/// Start-up checks that need the backend: its `certus.state` agrees with the other witnesses;
+/// then the uuid is recorded everywhere and grastate.dat says the node is running.
+async fn adopt_identity(
+    config: &NodeConfig,
+    preflight: &crate::recovery::Preflight,
+    backend: &Backend,
+) -> Result<uuid::Uuid, crate::recovery::RecoveryError> {
+    let state = crate::recovery::backend_state(&backend.pool).await?;
+    let uuid = crate::recovery::resolve_uuid(preflight, state, config)?;
+    crate::recovery::mark_running(&config.data_dir, uuid, &backend.pool).await?;
+    info!(%uuid, applied = %state.1, "cluster identity checked");
+    Ok(uuid)
+}
+
+pub(crate) fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
     backend::managed::AutoIncrement {
         increment: config.members.len().max(1) as u64,
         offset: config
@@ -272,20 +339,10 @@ fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
     }
 }
 
-/// The cluster's state UUID (`wsrep_cluster_state_uuid`): derived from the initial membership
-/// and the cluster secret, so every member computes the same one without coordination.
-fn cluster_uuid(config: &NodeConfig) -> String {
-    let mut input = config.cluster_secret.clone();
-    for (id, addr) in &config.members {
-        input.extend_from_slice(format!("{id}={addr};").as_bytes());
-    }
-    let h = xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes();
-    uuid::Builder::from_random_bytes(h).into_uuid().to_string()
-}
-
 /// Builds the closure that computes a live [`status::NodeStatus`] on every call.
 fn status_source(
     config: &NodeConfig,
+    cluster_uuid: uuid::Uuid,
     client_addr: std::net::SocketAddr,
     backend: Backend,
     wp: Arc<WritePath>,
@@ -298,7 +355,7 @@ fn status_source(
         .keys()
         .position(|id| *id == node_id)
         .unwrap_or(0);
-    let uuid = cluster_uuid(config);
+    let uuid = cluster_uuid.hyphenated().to_string();
     let members = config.members.len();
     Arc::new(move || {
         let (term, leader, size) = wp.raft_summary().unwrap_or((0, None, members));

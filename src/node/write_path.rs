@@ -189,7 +189,7 @@ const INDETERMINATE_GRACE: Duration = Duration::from_secs(5);
 impl WritePath {
     pub(crate) async fn start(
         node: NodeId,
-        repl_cfg: crate::replication::ReplicationConfig,
+        mut repl_cfg: crate::replication::ReplicationConfig,
         peer_listener: tokio::net::TcpListener,
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
@@ -258,6 +258,8 @@ impl WritePath {
             registry,
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
+        let reported = shared.clone();
+        repl_cfg.applied_seqno = Some(Arc::new(move || reported.applied.borrow().0));
         let replication = Replication::start(repl_cfg, fsm, peer_listener)
             .await
             .map_err(|e| format!("replication: {e}"))?;
@@ -429,6 +431,14 @@ impl WritePath {
                 forget();
                 Err(SubmitError::Definite(e.to_string()))
             }
+        }
+    }
+
+    /// Tells the other members this node is stopping cleanly; true when it is the last to leave.
+    pub(crate) async fn announce_leaving(&self) -> bool {
+        match self.replication.read().await.as_ref() {
+            Some(r) => r.announce_leaving(Duration::from_secs(2)).await,
+            None => false,
         }
     }
 

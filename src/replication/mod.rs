@@ -26,6 +26,7 @@ mod batcher;
 mod error;
 mod log_store;
 mod network;
+mod peer_info;
 mod server;
 mod state_machine;
 mod types;
@@ -44,7 +45,8 @@ use tokio::task::JoinHandle;
 use crate::ids::NodeId;
 
 pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartError};
-pub use log_store::LogStoreError;
+pub use log_store::{inspect_log, reset_membership_to, LogStoreError, LogSummary};
+pub use peer_info::{ask_peers, AppliedSeqnoSource, PeerIdentity};
 pub use state_machine::{Fsm, SnapshotFileError};
 pub use types::Position;
 pub use wal::WalError;
@@ -92,6 +94,10 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// Bind outbound peer connections to this local address (default: any).
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// The cluster state UUID this node answers peers with (`peer_info`); the node resolves it.
+    pub cluster_uuid: String,
+    /// The local applied seqno, reported to peers that ask.
+    pub applied_seqno: Option<AppliedSeqnoSource>,
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -105,6 +111,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("election_timeout_min", &self.election_timeout_min)
             .field("election_timeout_max", &self.election_timeout_max)
             .field("snapshot_policy", &self.snapshot_policy)
+            .field("cluster_uuid", &self.cluster_uuid)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +142,8 @@ impl ReplicationConfig {
             propose_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             peer_source_ip: None,
+            cluster_uuid: String::new(),
+            applied_seqno: None,
         }
     }
 
@@ -223,6 +232,7 @@ pub struct Replication {
     tasks: Vec<JoinHandle<()>>,
     wal_closed: Option<wal::WalClosed>,
     cfg: ReplicationConfig,
+    identity: Arc<peer_info::LocalIdentity>,
 }
 
 impl Replication {
@@ -275,7 +285,13 @@ impl Replication {
             limits,
             shutdown_rx.clone(),
         );
+        let identity = Arc::new(peer_info::LocalIdentity::new(
+            id,
+            cfg.cluster_uuid.clone(),
+            cfg.applied_seqno.clone(),
+        ));
         let ctx = Arc::new(ServerCtx {
+            identity: identity.clone(),
             self_id: id,
             secret,
             members: cfg.members.keys().map(|n| n.0).collect(),
@@ -294,6 +310,7 @@ impl Replication {
             tasks: vec![batcher_task, server_task],
             wal_closed: Some(wal_closed),
             cfg,
+            identity,
         };
         replication.initialize_if_pristine().await?;
         Ok(replication)
@@ -433,6 +450,31 @@ impl Replication {
                 .collect(),
             is_primary,
         }
+    }
+
+    /// Tells every other member that this node is stopping cleanly, and says whether it is the
+    /// last member to leave (`peer_info::last_to_leave`): grastate.dat's `safe_to_bootstrap`.
+    /// Call before `shutdown`, while this node still answers its peers.
+    pub async fn announce_leaving(&self, within: Duration) -> bool {
+        self.identity.set_leaving();
+        let me = self.identity.current(&self.raft);
+        let others: BTreeMap<NodeId, String> = self
+            .metrics()
+            .members
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .collect();
+        let answers = peer_info::call_all(
+            self.peers.clone(),
+            &others,
+            PeerRequest::Leaving(me.clone()),
+            within,
+        )
+        .await;
+        let ids: Vec<u64> = others.keys().map(|n| n.0).collect();
+        let last = peer_info::last_to_leave(&me, &ids, &answers, &self.identity.departures());
+        tracing::info!(last, position = %me.describe_position(), "announced a clean stop to peers");
+        last
     }
 
     /// Stops serving peers, answers queued proposals with `ShuttingDown`, lets in-flight ones

@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::error::{ProposeError, ReadIndexError};
+use super::peer_info::PeerIdentity;
 use super::types::{decode, encode, Position, TypeConfig};
 
 pub(crate) const MAGIC: &[u8; 8] = b"CERTUSP1";
@@ -58,6 +59,10 @@ pub(crate) enum PeerRequest {
     /// Proposals a follower forwards to the leader; answered with the first one's position.
     Forward(Vec<Vec<u8>>),
     ReadIndex,
+    /// Who are you (`peer_info`); sent by a node that is starting.
+    Identify,
+    /// The caller is stopping cleanly at this position (`peer_info::last_to_leave`).
+    Leaving(PeerIdentity),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +72,9 @@ pub(crate) enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Forward(Result<Position, ProposeError>),
     ReadIndex(Result<u64, ReadIndexError>),
+    Identify(PeerIdentity),
+    /// The receiver's own identity, after recording the caller's departure.
+    Leaving(PeerIdentity),
 }
 
 /// Why a call failed, split by whether the request may have reached the peer.

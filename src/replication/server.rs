@@ -16,6 +16,7 @@ use super::error::{ProposeError, ReadIndexError};
 use super::network::{
     accept_handshake, read_frame, write_frame, PeerRequest, PeerResponse, HANDSHAKE_TIMEOUT,
 };
+use super::peer_info::LocalIdentity;
 use super::stopped;
 use super::types::RaftNode;
 
@@ -30,6 +31,7 @@ pub(crate) struct ServerCtx {
     pub(crate) raft: RaftNode,
     pub(crate) batcher: BatcherHandle,
     pub(crate) propose_timeout: Duration,
+    pub(crate) identity: Arc<LocalIdentity>,
 }
 
 /// Runs until `shutdown` turns true; then every connection task is dropped with the JoinSet.
@@ -113,6 +115,17 @@ async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse 
             }))
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(local_read_index(&ctx.raft).await),
+        PeerRequest::Identify => {
+            ctx.identity.peer_started(peer);
+            PeerResponse::Identify(ctx.identity.current(&ctx.raft))
+        }
+        PeerRequest::Leaving(who) => {
+            if who.node_id == peer {
+                tracing::info!(peer, position = %who.describe_position(), "peer is stopping cleanly");
+                ctx.identity.peer_left(who);
+            }
+            PeerResponse::Leaving(ctx.identity.current(&ctx.raft))
+        }
     }
 }
 

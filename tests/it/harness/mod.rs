@@ -87,8 +87,10 @@ fn build_template() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let result = build_template_in(&root);
-    // The template keeps the backend only: every node starts its own Raft log.
+    // The template keeps the backend only: every node starts its own Raft log and its own
+    // grastate.dat (the template node's cluster uuid must not leak into test clusters).
     let _ = std::fs::remove_dir_all(root.join("raft"));
+    let _ = std::fs::remove_file(root.join("grastate.dat"));
     result?;
     std::fs::write(&marker, key).map_err(|e| e.to_string())?;
     Ok(root)

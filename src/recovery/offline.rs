@@ -1,0 +1,248 @@
+//! `certus recover` and `certus bootstrap`: operations on a stopped node's data dir.
+//!
+//! Owns: the decisions and messages of both commands. Must not touch: a running node (both
+//! refuse when the Raft log is locked by one), or any member's data other than this node's.
+
+use super::grastate::Grastate;
+use super::{
+    backend_state, identity, other_members, raft_dir, read_grastate, write_grastate, RecoveryError,
+    PEER_QUERY_TIMEOUT,
+};
+use crate::backend::{self, Backend};
+use crate::config::{BackendConfig, NodeConfig};
+use crate::ids::{NodeId, Seqno};
+use crate::replication::{self, LogSummary, PeerIdentity};
+use uuid::Uuid;
+
+/// What `certus recover` found and recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredPosition {
+    pub uuid: Uuid,
+    pub seqno: Seqno,
+}
+
+impl std::fmt::Display for RecoveredPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Recovered position: {}:{}",
+            self.uuid.hyphenated(),
+            self.seqno
+        )
+    }
+}
+
+/// Starts the backend just long enough to read `certus.state`, as `mariadbd --wsrep-recover`
+/// starts InnoDB to read its position. A managed mariadbd left running by a killed node is
+/// adopted and then stopped.
+async fn read_backend(config: &NodeConfig) -> Result<(Option<Uuid>, Seqno), RecoveryError> {
+    let auto_inc = crate::node::auto_increment(config);
+    let err = |e: backend::BackendError| RecoveryError::Backend(e.to_string());
+    match &config.backend {
+        BackendConfig::Managed(m) => {
+            let (managed, backend): (_, Backend) =
+                backend::managed::Managed::start(&config.data_dir, config.node_id, auto_inc, m)
+                    .await
+                    .map_err(err)?;
+            let state = backend_state(&backend.pool).await;
+            backend.pool.clone().disconnect().await.ok();
+            managed.shutdown().await;
+            state
+        }
+        BackendConfig::External(e) => {
+            let (backend, probe) = backend::external::connect(e, auto_inc).await.map_err(err)?;
+            let state = backend_state(&backend.pool).await;
+            backend.pool.clone().disconnect().await.ok();
+            probe.abort();
+            state
+        }
+    }
+}
+
+/// The node must be stopped; its Raft log must be whole.
+fn stopped_log(config: &NodeConfig) -> Result<LogSummary, RecoveryError> {
+    replication::inspect_log(&raft_dir(&config.data_dir)).map_err(RecoveryError::from)
+}
+
+/// The node's cluster UUID from its own state (Raft dir, grastate.dat, backend); they must agree.
+fn own_uuid(
+    config: &NodeConfig,
+    grastate: Option<&Grastate>,
+    backend: Option<(Option<Uuid>, Seqno)>,
+) -> Result<Uuid, RecoveryError> {
+    let w = identity::Witnesses {
+        raft_dir: identity::read_uuid_file(&raft_dir(&config.data_dir))?,
+        grastate: grastate.map(|g| g.uuid),
+        backend: backend.filter(|b| b.1 > Seqno::ZERO).and_then(|b| b.0),
+        peers: Default::default(),
+    };
+    Ok(w.agree()?
+        .unwrap_or_else(|| identity::genesis_uuid(&config.cluster_secret, &config.members)))
+}
+
+/// `certus recover`: the backend's applied seqno and the cluster UUID, recorded in grastate.dat
+/// (its `safe_to_bootstrap` is kept).
+pub async fn recover(config: &NodeConfig) -> Result<RecoveredPosition, RecoveryError> {
+    stopped_log(config)?;
+    let grastate = read_grastate(&config.data_dir)?;
+    let backend = read_backend(config).await?;
+    let uuid = own_uuid(config, grastate.as_ref(), Some(backend))?;
+    let position = RecoveredPosition {
+        uuid,
+        seqno: backend.1,
+    };
+    write_grastate(
+        &config.data_dir,
+        &Grastate {
+            uuid,
+            seqno: Some(position.seqno),
+            safe_to_bootstrap: grastate.is_some_and(|g| g.safe_to_bootstrap),
+        },
+    )?;
+    Ok(position)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BootstrapOptions {
+    /// Bootstrap even though grastate.dat says `safe_to_bootstrap: 0` or a reachable member is
+    /// more advanced.
+    pub force: bool,
+}
+
+/// What `certus bootstrap` did.
+#[derive(Clone, Debug)]
+pub struct BootstrapReport {
+    pub uuid: Uuid,
+    /// `(term, index)` of the membership entry that makes this node the only voter.
+    pub last_log: Option<(u64, u64)>,
+    /// Lines worth showing the operator (peers asked, warnings overridden by --force).
+    pub notes: Vec<String>,
+}
+
+fn position_of(log: &LogSummary, grastate: Option<&Grastate>, node: u64) -> PeerIdentity {
+    PeerIdentity {
+        node_id: node,
+        cluster_uuid: String::new(),
+        applied_seqno: grastate.and_then(|g| g.seqno).map_or(0, |s| s.0),
+        last_log: log.last_log,
+        primary: false,
+        leaving: true,
+    }
+}
+
+fn describe(id: &PeerIdentity, me: u64) -> String {
+    let who = if id.node_id == me {
+        format!("node {} (this node)", id.node_id)
+    } else {
+        format!("node {}", id.node_id)
+    };
+    format!("{who} at {}", id.describe_position())
+}
+
+/// `certus bootstrap`: forms a new single-node cluster from this node's log and backend, for the
+/// permanent loss of a majority. Refuses, changing nothing:
+/// * while the node runs, or when its log is empty or damaged;
+/// * while a reachable member is in a Primary component (the cluster is alive: bootstrapping
+///   would split it), even with `--force`;
+/// * without `--force`, when grastate.dat says `safe_to_bootstrap: 0` (or is missing), or when a
+///   reachable member's log is more advanced; the refusal names the most advanced node.
+pub async fn bootstrap(
+    config: &NodeConfig,
+    opts: BootstrapOptions,
+) -> Result<BootstrapReport, RecoveryError> {
+    let log = stopped_log(config)?;
+    if log.pristine || log.last_log.is_none() {
+        return Err(RecoveryError::Refused(
+            "refusing to bootstrap: this node's raft log is empty, it holds no cluster state"
+                .into(),
+        ));
+    }
+    let grastate = read_grastate(&config.data_dir)?;
+    let uuid = own_uuid(config, grastate.as_ref(), None)?;
+    let me = position_of(&log, grastate.as_ref(), config.node_id);
+    let answers = replication::ask_peers(
+        NodeId(config.node_id),
+        &config.cluster_secret,
+        config.peer_source_ip,
+        &other_members(config, &log),
+        PEER_QUERY_TIMEOUT,
+    )
+    .await;
+    let reachable: Vec<PeerIdentity> = answers.values().filter_map(|a| a.clone().ok()).collect();
+    if let Some(p) = reachable.iter().find(|p| p.primary && !p.leaving) {
+        return Err(RecoveryError::Refused(format!(
+            "refusing to bootstrap: the cluster is running (node {} is in the Primary \
+             component); bootstrapping would split it. Start this node normally to rejoin, or \
+             remove it with the membership commands",
+            p.node_id
+        )));
+    }
+    let mut everyone = reachable.clone();
+    everyone.push(me.clone());
+    let most_advanced = everyone
+        .iter()
+        .max_by_key(|p| (p.last_log, std::cmp::Reverse(p.node_id != config.node_id)))
+        .cloned()
+        .unwrap_or_else(|| me.clone());
+    let positions = everyone
+        .iter()
+        .map(|p| describe(p, config.node_id))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let unreachable: Vec<String> = answers
+        .iter()
+        .filter(|(_, a)| a.is_err())
+        .map(|(id, _)| format!("node {id}"))
+        .collect();
+    let mut notes = vec![format!("positions: {positions}")];
+    if !unreachable.is_empty() {
+        notes.push(format!("not reachable: {}", unreachable.join(", ")));
+    }
+    let safe = grastate.is_some_and(|g| g.safe_to_bootstrap);
+    let behind = most_advanced.node_id != config.node_id && most_advanced.last_log > me.last_log;
+    let advice = format!(
+        "the most advanced node is {}",
+        describe(&most_advanced, config.node_id)
+    );
+    if !safe || behind {
+        let why = if !safe {
+            "grastate.dat says safe_to_bootstrap: 0 (this node was not the last to leave the \
+             cluster, so it may lack committed transactions)"
+        } else {
+            "a reachable node is more advanced than this one"
+        };
+        if !opts.force {
+            let hint = if reachable.is_empty() {
+                "no other member answered: run `certus recover` on every surviving node and \
+                 bootstrap the one with the highest seqno"
+            } else {
+                "bootstrap that node instead"
+            };
+            return Err(RecoveryError::Refused(format!(
+                "refusing to bootstrap: {why}. {advice} ({positions}); {hint}, or pass --force \
+                 to bootstrap this node anyway"
+            )));
+        }
+        notes.push(format!("--force: overriding: {why}; {advice}"));
+    }
+    let addr = config
+        .members
+        .get(&config.node_id)
+        .cloned()
+        .unwrap_or_else(|| config.peer_listen.to_string());
+    let after =
+        replication::reset_membership_to(&raft_dir(&config.data_dir), config.node_id, addr).await?;
+    write_grastate(
+        &config.data_dir,
+        &Grastate {
+            uuid,
+            seqno: grastate.and_then(|g| g.seqno),
+            safe_to_bootstrap: true,
+        },
+    )?;
+    Ok(BootstrapReport {
+        uuid,
+        last_log: after.last_log,
+        notes,
+    })
+}
