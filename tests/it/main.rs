@@ -2,5 +2,6 @@
 
 mod client_edge;
 mod harness;
+mod recovery;
 mod replication;
 mod status;

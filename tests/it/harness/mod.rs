@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use certus::config::{BackendMode, RawNodeConfig};
 use certus::node::Node;
 use std::net::SocketAddr;
@@ -191,8 +193,9 @@ impl TestNode {
         Self::start_in(dir, cfg, peers).await
     }
 
-    /// Starts a node whose data dir already holds a copy of the template.
-    async fn start_in(
+    /// Starts a node whose data dir already holds a copy of the template (or a stopped node's
+    /// state).
+    pub async fn start_in(
         dir: tempfile::TempDir,
         cfg: certus::config::NodeConfig,
         peers: tokio::net::TcpListener,
@@ -243,8 +246,27 @@ impl TestNode {
         Self::start_in(old, cfg, peers).await
     }
 
+    /// The config the node was started with.
+    pub fn config(&self) -> &certus::config::NodeConfig {
+        &self.cfg
+    }
+
+    /// Stops the node cleanly and hands back its data dir (deleted when the caller drops it)
+    /// and its config, for tests that restart or tamper with a stopped node.
+    pub async fn stop_keep_dir(mut self) -> (tempfile::TempDir, certus::config::NodeConfig) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        let old = std::mem::replace(&mut self.dir, dir);
+        (old, self.cfg.clone())
+    }
+
     /// A fresh copy of the template data dir.
-    fn copy_template() -> tempfile::TempDir {
+    pub fn copy_template() -> tempfile::TempDir {
         let template = template();
         let dir = tempfile::Builder::new()
             .prefix("certus-it")
