@@ -223,6 +223,23 @@ fn is_primary(
     }
 }
 
+fn primary_probe(
+    raft: &RaftNode,
+    cfg: &ReplicationConfig,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let metrics = raft.metrics();
+    let election = cfg.election_timeout_max.as_millis() as u64;
+    move || {
+        let m = metrics.borrow();
+        is_primary(
+            m.state,
+            m.millis_since_quorum_ack,
+            m.current_leader.is_some(),
+            election,
+        )
+    }
+}
+
 pub struct Replication {
     node_id: NodeId,
     raft: RaftNode,
@@ -289,6 +306,7 @@ impl Replication {
             id,
             cfg.cluster_uuid.clone(),
             cfg.applied_seqno.clone(),
+            Box::new(primary_probe(&raft, &cfg)),
         ));
         let ctx = Arc::new(ServerCtx {
             identity: identity.clone(),
@@ -412,17 +430,7 @@ impl Replication {
 
     /// A cheap probe of "is this node in the Primary component", usable from another task.
     pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        let metrics = self.raft.metrics();
-        let election = self.cfg.election_timeout_max.as_millis() as u64;
-        move || {
-            let m = metrics.borrow();
-            is_primary(
-                m.state,
-                m.millis_since_quorum_ack,
-                m.current_leader.is_some(),
-                election,
-            )
-        }
+        primary_probe(&self.raft, &self.cfg)
     }
 
     pub fn metrics(&self) -> ReplicationMetrics {

@@ -54,6 +54,9 @@ pub(crate) struct LocalIdentity {
     node_id: u64,
     cluster_uuid: String,
     applied_seqno: Option<AppliedSeqnoSource>,
+    /// Galera's Primary, as `Replication::metrics` computes it (a leader that restarted alone
+    /// still believes it leads; only a recent quorum acknowledgement counts).
+    primary: Box<dyn Fn() -> bool + Send + Sync>,
     leaving: AtomicBool,
     departures: Mutex<BTreeMap<u64, PeerIdentity>>,
 }
@@ -63,11 +66,13 @@ impl LocalIdentity {
         node_id: u64,
         cluster_uuid: String,
         applied_seqno: Option<AppliedSeqnoSource>,
+        primary: Box<dyn Fn() -> bool + Send + Sync>,
     ) -> Self {
         LocalIdentity {
             node_id,
             cluster_uuid,
             applied_seqno,
+            primary,
             leaving: AtomicBool::new(false),
             departures: Mutex::new(BTreeMap::new()),
         }
@@ -79,7 +84,7 @@ impl LocalIdentity {
             .borrow()
             .last_log
             .map(|l| (l.leader_id.term, l.index));
-        let primary = raft.metrics().borrow().current_leader.is_some();
+        let primary = (self.primary)();
         PeerIdentity {
             node_id: self.node_id,
             cluster_uuid: self.cluster_uuid.clone(),
