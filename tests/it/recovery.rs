@@ -203,6 +203,8 @@ async fn converged(dirs: &[PathBuf], within: Duration) -> BackendView {
 async fn check_acknowledged(dirs: &[PathBuf], logs: &[WriterLog]) {
     let acked: usize = logs.iter().map(|l| l.acked_ids.len()).sum();
     assert!(acked > 20, "the load acknowledged only {acked} writes");
+    let sent: u64 = logs.iter().map(|l| l.sent_incs).sum();
+    eprintln!("load: {acked} inserts acknowledged of {sent} sent");
     for d in dirs {
         let mut c = harness::try_service_conn_at(d).await.expect("backend");
         let ids: Vec<i64> = c.query("SELECT id FROM rec.t").await.unwrap();
