@@ -239,6 +239,10 @@ pub(crate) async fn mark_running(
     )
     .await
     .map_err(err)?;
+    // The connection goes back to the pool: leave its session as the pool handed it out.
+    conn.query_drop("SET SESSION sql_log_bin = 1")
+        .await
+        .map_err(err)?;
     drop(conn);
     write_grastate(
         data_dir,

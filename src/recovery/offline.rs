@@ -130,13 +130,20 @@ fn position_of(log: &LogSummary, grastate: Option<&Grastate>, node: u64) -> Peer
     }
 }
 
-fn describe(id: &PeerIdentity, me: u64) -> String {
-    let who = if id.node_id == me {
-        format!("node {} (this node)", id.node_id)
-    } else {
-        format!("node {}", id.node_id)
+/// `node N at seqno S, raft log T:I`; this node's seqno is known only from grastate.dat.
+fn describe(id: &PeerIdentity, me: u64, my_seqno_known: bool) -> String {
+    if id.node_id != me {
+        return format!("node {} at {}", id.node_id, id.describe_position());
+    }
+    let log = match id.last_log {
+        Some((t, i)) => format!("raft log {t}:{i}"),
+        None => "empty raft log".to_owned(),
     };
-    format!("{who} at {}", id.describe_position())
+    if my_seqno_known {
+        format!("node {me} (this node) at seqno {}, {log}", id.applied_seqno)
+    } else {
+        format!("node {me} (this node) at {log}, seqno unknown (see `certus recover`)")
+    }
 }
 
 /// `certus bootstrap`: forms a new single-node cluster from this node's log and backend, for the
@@ -160,6 +167,7 @@ pub async fn bootstrap(
     let grastate = read_grastate(&config.data_dir)?;
     let uuid = own_uuid(config, grastate.as_ref(), None)?;
     let me = position_of(&log, grastate.as_ref(), config.node_id);
+    let known = grastate.is_some_and(|g| g.seqno.is_some());
     let answers = replication::ask_peers(
         NodeId(config.node_id),
         &config.cluster_secret,
@@ -186,7 +194,7 @@ pub async fn bootstrap(
         .unwrap_or_else(|| me.clone());
     let positions = everyone
         .iter()
-        .map(|p| describe(p, config.node_id))
+        .map(|p| describe(p, config.node_id, known))
         .collect::<Vec<_>>()
         .join("; ");
     let unreachable: Vec<String> = answers
@@ -202,7 +210,7 @@ pub async fn bootstrap(
     let behind = most_advanced.node_id != config.node_id && most_advanced.last_log > me.last_log;
     let advice = format!(
         "the most advanced node is {}",
-        describe(&most_advanced, config.node_id)
+        describe(&most_advanced, config.node_id, known)
     );
     if !safe || behind {
         let why = if !safe {
