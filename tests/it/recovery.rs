@@ -401,6 +401,7 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
         let err = stderr(&out);
         assert!(err.contains("safe_to_bootstrap: 0"), "{err}");
         if err.contains("the most advanced node is node 2 at") {
+            eprintln!("bootstrap of node 1 refused:\n{err}");
             break;
         }
         assert!(Instant::now() < deadline, "node 2 never named: {err}");
