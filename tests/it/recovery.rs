@@ -357,6 +357,14 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
     let mut c = ProcCluster::start(bin, 3).await;
     setup_schema(c.opts(0), 1).await;
     insert_rows(c.opts(0), 1..21).await;
+    // Both commands refuse a running node and leave its grastate.dat as it is.
+    let running = c.nodes[2].grastate();
+    for cmd in [&["recover"][..], &["bootstrap", "--force"][..]] {
+        let out = c.run_cli(2, cmd);
+        assert!(!out.status.success(), "{cmd:?} ran on a running node");
+        assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    }
+    assert_eq!(c.nodes[2].grastate(), running);
     // Node 1 crashes; nodes 2 and 3 go on without it, so they are more advanced.
     c.kill_certus(0);
     assert!(c.kill_backend(0));
