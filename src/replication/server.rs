@@ -66,12 +66,11 @@ pub(crate) async fn serve(
 
 async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let members = ctx.members.clone();
+    // Any node that proves the secret may ask who we are (a new member learns the cluster uuid
+    // before it is added); only members may send anything else.
     let peer = match timeout(
         HANDSHAKE_TIMEOUT,
-        accept_handshake(&mut stream, &ctx.secret, ctx.self_id, |id| {
-            members.contains(&id)
-        }),
+        accept_handshake(&mut stream, &ctx.secret, ctx.self_id, |_| true),
     )
     .await
     {
@@ -90,6 +89,13 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };
+        if !ctx.members.contains(&peer) && !matches!(req, PeerRequest::Identify) {
+            tracing::warn!(
+                peer,
+                "a node that is not a member sent a peer request; closing"
+            );
+            return Ok(());
+        }
         let resp = dispatch(&ctx, peer, req).await;
         write_frame(&mut stream, &resp).await?;
     }
