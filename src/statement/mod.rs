@@ -32,21 +32,7 @@ pub use split::split;
 mod tests {
     use super::*;
 
-    /// xorshift64*: a fixed-seed generator so that a failure reproduces exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Fragments that steer random input into the interesting lexer and grammar states
     /// (unterminated quotes and comments, executable comments, block keywords).
