@@ -57,6 +57,8 @@ enum Work {
 
 struct ApplyItem {
     seqno: Seqno,
+    /// The node that proposed it (TOI results are compared with the origin's).
+    origin: NodeId,
     origin_xid: Option<String>,
     work: Work,
 }
@@ -147,6 +149,7 @@ impl NodeFsm {
             }
             let _ = self.queue.send(ApplyItem {
                 seqno,
+                origin: ws.origin,
                 origin_xid,
                 work,
             });
@@ -174,6 +177,10 @@ pub(crate) struct WritePath {
     apply_task: tokio::task::JoinHandle<()>,
     primary: Arc<std::sync::atomic::AtomicBool>,
     primary_task: tokio::task::JoinHandle<()>,
+    /// Every member's latest applied seqno and apply queue (peer progress exchange).
+    pub(crate) progress: Arc<super::progress::Progress>,
+    pub(crate) flow: Arc<super::flow_control::FlowControl>,
+    progress_task: tokio::task::JoinHandle<()>,
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -189,11 +196,16 @@ const INDETERMINATE_GRACE: Duration = Duration::from_secs(5);
 impl WritePath {
     pub(crate) async fn start(
         node: NodeId,
-        repl_cfg: crate::replication::ReplicationConfig,
+        mut repl_cfg: crate::replication::ReplicationConfig,
         peer_listener: tokio::net::TcpListener,
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
+        flow: super::flow_control::FlowControl,
     ) -> Result<WritePath, String> {
+        let progress = Arc::new(super::progress::Progress::new(node, repl_cfg.members.len()));
+        let sink = progress.clone();
+        repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
+        let flow = Arc::new(flow);
         rollback_orphaned_xa(&backend.pool, node).await?;
         tokio::spawn(watch_backend_restarts(
             backend.health_watch(),
@@ -256,6 +268,7 @@ impl WritePath {
             catalog: catalog.clone(),
             pool: pool.clone(),
             registry,
+            progress: progress.clone(),
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let replication = Replication::start(repl_cfg, fsm, peer_listener)
@@ -273,9 +286,19 @@ impl WritePath {
                 tokio::time::sleep(PRIMARY_SAMPLE).await;
             }
         });
+        let progress_task = tokio::spawn(report_progress(
+            progress.clone(),
+            flow.clone(),
+            replication.gossip_sender(),
+            shared.clone(),
+            backend.health_watch(),
+        ));
         Ok(WritePath {
             primary,
             primary_task,
+            progress,
+            flow,
+            progress_task,
             node,
             replication: tokio::sync::RwLock::new(Some(replication)),
             capture,
@@ -377,6 +400,11 @@ impl WritePath {
         let bytes = ws
             .encode()
             .map_err(|e| SubmitError::Definite(format!("encoding: {e}")))?;
+        // Flow control: wait while a live node's apply queue is over fc_limit (DESIGN §10).
+        let paused = self.flow.wait().await;
+        if !paused.is_zero() {
+            tracing::debug!(?paused, "writer paused by flow control");
+        }
         let xid = ws.xid.0.clone();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.shared.waiters.lock() {
@@ -439,6 +467,7 @@ impl WritePath {
         self.capture.stop();
         self.apply_task.abort();
         self.primary_task.abort();
+        self.progress_task.abort();
     }
 }
 
@@ -657,6 +686,7 @@ struct ApplyCtx {
     catalog: Catalog,
     pool: mysql_async::Pool,
     registry: Arc<Registry>,
+    progress: Arc<super::progress::Progress>,
 }
 
 /// How the apply of one write set ended.
@@ -770,6 +800,10 @@ async fn apply_loop(
     while let Some(item) = rx.recv().await {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
+        if failed.is_none() {
+            // The progress exchange may have found this node's TOI result to be a minority one.
+            failed = shared.inconsistent.borrow().clone();
+        }
         if let Some(reason) = &failed {
             shared.notify(xid, Outcome::NodeFailed(reason.clone()));
             continue;
@@ -816,7 +850,48 @@ async fn apply_loop(
                 Outcome::NodeFailed(reason)
             }
         };
+        if let Work::Toi(_) = &item.work {
+            match &outcome {
+                Outcome::Committed { .. } => ctx.progress.record_toi(seqno, item.origin, 0),
+                Outcome::ToiRefused { code, .. } => {
+                    ctx.progress.record_toi(seqno, item.origin, *code)
+                }
+                Outcome::Aborted { .. } | Outcome::NodeFailed(_) => {}
+            }
+        }
         shared.applied.send_replace(seqno);
         shared.notify(xid, outcome);
     }
+}
+
+/// The progress reporter of this node: its applied seqno and apply queue, asking for flow
+/// control only while it is in sync (backend up, consistent).
+async fn report_progress(
+    progress: Arc<super::progress::Progress>,
+    flow: Arc<super::flow_control::FlowControl>,
+    gossip: crate::replication::GossipSender,
+    shared: Arc<Shared>,
+    health: watch::Receiver<crate::backend::Health>,
+) {
+    let local = {
+        let shared = shared.clone();
+        move || super::progress::LocalView {
+            applied: *shared.applied.borrow(),
+            queue: shared.queued.load(Ordering::Relaxed),
+            can_ask: shared.inconsistent.borrow().is_none()
+                && *health.borrow() == crate::backend::Health::Up,
+        }
+    };
+    let on_inconsistent = move |reason: String| {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        shared.inconsistent.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    };
+    super::progress::run_reporter(progress, flow, gossip, local, on_inconsistent).await;
 }
