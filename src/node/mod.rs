@@ -117,6 +117,7 @@ impl Node {
             idle_timeout: config.idle_timeout,
             net_read_timeout: config.net_read_timeout,
             connect_timeout: Duration::from_secs(10),
+            strict_mode: config.strict_mode,
         };
         let registry = Arc::new(frontend::Registry::default());
         let members = config

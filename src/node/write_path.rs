@@ -357,6 +357,26 @@ impl WritePath {
         Some((m.term, m.leader.map(|l| l.0), m.members.len()))
     }
 
+    /// A table's schema facts (engine, primary key, ...) from the catalog, for strict mode.
+    pub(crate) async fn table_facts(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Arc<Table>>, String> {
+        if let Some(t) = self.catalog.get(schema, table) {
+            return Ok(Some(t));
+        }
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| format!("catalog: {e}"))?;
+        self.catalog
+            .table(&mut conn, schema, table)
+            .await
+            .map_err(|e| format!("catalog: {e}"))
+    }
+
     pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
         self.capture.take(gtid, CAPTURE_TIMEOUT).await
     }

@@ -426,3 +426,189 @@ async fn alter_table_concurrent_with_writes_aborts_writers_never_the_appliers() 
     assert_eq!(inserted as u64, committed.load(Ordering::Relaxed));
     c.stop().await;
 }
+
+fn assert_refused(r: Result<(), mysql_async::Error>, code: u16, needle: &str) {
+    match r {
+        Err(mysql_async::Error::Server(s)) => {
+            assert_eq!(s.code, code, "{}", s.message);
+            assert!(
+                s.message.contains(needle),
+                "{needle:?} not in {:?}",
+                s.message
+            );
+        }
+        other => panic!("expected error {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
+    require_mariadb!();
+    use certus::config::StrictMode;
+    // Strict mode is a per-node setting, as pxc_strict_mode is.
+    let c = TestCluster::start_with(3, |cfg| {
+        cfg.strict_mode = match cfg.node_id {
+            1 => StrictMode::On,
+            2 => StrictMode::Enforcing,
+            _ => StrictMode::Permissive,
+        }
+    })
+    .await;
+    let mut on = c.node(0).admin().await;
+    let mut enforcing = c.node(1).admin().await;
+    let mut permissive = c.node(2).admin().await;
+    on.query_drop("CREATE DATABASE s").await.unwrap();
+    on.query_drop("CREATE TABLE s.i (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    on.query_drop("CREATE TABLE s.m (id INT PRIMARY KEY) ENGINE=MyISAM")
+        .await
+        .unwrap();
+    on.query_drop("CREATE TABLE s.nopk (a INT) ENGINE=InnoDB")
+        .await
+        .unwrap();
+    converged(&c, "s.nopk").await;
+
+    // Non-transactional tables: refused in every mode, before anything runs.
+    for conn in [&mut on, &mut enforcing, &mut permissive] {
+        assert_refused(
+            conn.query_drop("INSERT INTO s.m VALUES (1)").await,
+            4165,
+            "`s`.`m` uses the MyISAM storage engine",
+        );
+        assert_refused(
+            conn.query_drop("UPDATE s.i JOIN s.m ON s.i.id = s.m.id SET s.i.id = 5")
+                .await,
+            4165,
+            "MyISAM",
+        );
+    }
+    on.query_drop("USE s").await.unwrap();
+    assert_refused(on.query_drop("DELETE FROM m").await, 4165, "`s`.`m`");
+    assert_refused(
+        on.exec_drop("INSERT INTO s.m VALUES (?)", (2,)).await,
+        4165,
+        "MyISAM",
+    );
+    // A batch with one such write runs none of its statements.
+    assert_refused(
+        on.query_drop("INSERT INTO s.i VALUES (11); INSERT INTO s.m VALUES (3)")
+            .await,
+        4165,
+        "MyISAM",
+    );
+
+    // Tables without a primary key: refused only by enforcing.
+    on.query_drop("INSERT INTO s.nopk VALUES (1)")
+        .await
+        .unwrap();
+    permissive
+        .query_drop("INSERT INTO s.nopk VALUES (2)")
+        .await
+        .unwrap();
+    assert_refused(
+        enforcing.query_drop("INSERT INTO s.nopk VALUES (3)").await,
+        1173,
+        "`s`.`nopk` has none",
+    );
+    enforcing
+        .query_drop("INSERT INTO s.i VALUES (1)")
+        .await
+        .unwrap();
+
+    // Constructs refused in on and enforcing; permissive ignores table locks with a warning.
+    for conn in [&mut on, &mut enforcing] {
+        assert_refused(
+            conn.query_drop("LOCK TABLES s.i WRITE").await,
+            1235,
+            "LOCK TABLES",
+        );
+        assert_refused(
+            conn.query_drop("UNLOCK TABLES").await,
+            1235,
+            "UNLOCK TABLES",
+        );
+    }
+    permissive
+        .query_drop("LOCK TABLES s.i WRITE")
+        .await
+        .unwrap();
+    let warnings: Vec<(String, u16, String)> = permissive.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 4165);
+    assert!(
+        warnings[0].2.contains("LOCK TABLES is ignored"),
+        "{warnings:?}"
+    );
+    // The lock was not taken: another node's session writes the table meanwhile.
+    enforcing
+        .query_drop("INSERT INTO s.i VALUES (2)")
+        .await
+        .unwrap();
+    permissive
+        .query_drop("INSERT INTO s.i VALUES (3)")
+        .await
+        .unwrap();
+    permissive.query_drop("UNLOCK TABLES").await.unwrap();
+    let warnings: Vec<(String, u16, String)> = permissive.query("SHOW WARNINGS").await.unwrap();
+    assert!(warnings
+        .iter()
+        .any(|w| w.2.contains("UNLOCK TABLES is ignored")));
+    for conn in [&mut on, &mut enforcing, &mut permissive] {
+        for (sql, needle) in [
+            ("FLUSH TABLES WITH READ LOCK", "FLUSH TABLES WITH READ LOCK"),
+            ("SELECT GET_LOCK('x', 1)", "GET_LOCK"),
+            ("XA START 'x'", "XA"),
+            ("SET sql_log_bin = 0", "sql_log_bin"),
+            ("BINLOG 'AAAA'", "BINLOG"),
+        ] {
+            assert_refused(conn.query_drop(sql).await, 1235, needle);
+        }
+    }
+    converged(&c, "s.i").await;
+    converged(&c, "s.nopk").await;
+    for n in &c.nodes {
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.m").await, 0);
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.i").await, 3);
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.nopk").await, 2);
+    }
+    assert_all_consistent(&c);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statement_batches_with_transaction_control_or_ddl_are_refused_before_running() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE ms").await.unwrap();
+    a.query_drop("CREATE TABLE ms.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO ms.t VALUES (1); COMMIT",
+        "BEGIN; INSERT INTO ms.t VALUES (2)",
+        "INSERT INTO ms.t VALUES (3); CREATE TABLE ms.u (id INT PRIMARY KEY)",
+        "SET autocommit = 0; INSERT INTO ms.t VALUES (4)",
+        "INSERT INTO ms.t VALUES (5); ROLLBACK",
+    ] {
+        assert_refused(a.query_drop(sql).await, 1235, "multi-statement");
+    }
+    // A plain batch runs as one unit.
+    a.query_drop("INSERT INTO ms.t VALUES (6); INSERT INTO ms.t VALUES (7)")
+        .await
+        .unwrap();
+    converged(&c, "ms.t").await;
+    for n in &c.nodes {
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM ms.t").await, 2);
+        assert_eq!(
+            backend_count(
+                n,
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ms'"
+            )
+            .await,
+            1
+        );
+    }
+    c.stop().await;
+}
