@@ -157,6 +157,15 @@ impl NodeFsm {
     }
 }
 
+/// Why a captured group could not be keyed.
+#[derive(Debug)]
+pub(crate) enum KeysError {
+    /// The rows were written under another schema than the table has now (a TOI ran since):
+    /// the transaction conflicts with that TOI, as certification would decide.
+    SchemaChanged(String),
+    Other(String),
+}
+
 /// A submission that did not reach an outcome.
 #[derive(Debug)]
 pub(crate) enum SubmitError {
@@ -382,12 +391,26 @@ impl WritePath {
     }
 
     /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
-    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, String> {
+    /// Row images whose width is not the table's (a TOI changed it since they were written)
+    /// are `SchemaChanged`, after one retry with a freshly loaded catalog.
+    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        match self.try_keys_for(group).await {
+            Err(KeysError::SchemaChanged(_)) => {
+                // The cache may hold a table loaded just before a TOI ran: reload and retry.
+                self.catalog.invalidate_all();
+                self.try_keys_for(group).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        let other = KeysError::Other;
         let mut conn = self
             .pool
             .get_conn()
             .await
-            .map_err(|e| format!("catalog: {e}"))?;
+            .map_err(|e| other(format!("catalog: {e}")))?;
         let mut keys = Vec::new();
         let mut metas: HashMap<(String, String), TableMeta> = HashMap::new();
         for stmt in &group.statements {
@@ -398,17 +421,28 @@ impl WritePath {
                         .catalog
                         .table(&mut conn, &row.schema, &row.table)
                         .await
-                        .map_err(|e| format!("catalog: {e}"))?
+                        .map_err(|e| other(format!("catalog: {e}")))?
                         .ok_or_else(|| {
-                            format!("table {}.{} is not in the catalog", row.schema, row.table)
+                            // Dropped or renamed by a TOI since the row was written.
+                            KeysError::SchemaChanged(format!(
+                                "table {}.{} is not in the catalog",
+                                row.schema, row.table
+                            ))
                         })?;
-                    let meta = table_meta(&self.catalog, &mut conn, &table).await?;
+                    let meta = table_meta(&self.catalog, &mut conn, &table)
+                        .await
+                        .map_err(other)?;
                     metas.insert(id.clone(), meta);
                 }
                 let Some(meta) = metas.get(&id) else { continue };
                 let table = self.catalog.get(&row.schema, &row.table);
-                let change = row_change(row, table.as_deref())?;
-                writeset::row_keys(meta, &change, &mut keys).map_err(|e| format!("keys: {e}"))?;
+                let change = row_change(row, table.as_deref()).map_err(other)?;
+                writeset::row_keys(meta, &change, &mut keys).map_err(|e| match e {
+                    writeset::KeyError::ImageWidth { .. } => {
+                        KeysError::SchemaChanged(e.to_string())
+                    }
+                    e => other(format!("keys: {e}")),
+                })?;
             }
         }
         writeset::normalize_keys(&mut keys);

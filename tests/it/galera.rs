@@ -612,3 +612,90 @@ async fn multi_statement_batches_with_transaction_control_or_ddl_are_refused_bef
     }
     c.stop().await;
 }
+
+/// The venv's Python when it has alembic and oslo.db (scripts/test.sh installs them); None
+/// (skipped loudly) otherwise, unless CI is set.
+fn python_with(modules: &str) -> Option<std::path::PathBuf> {
+    let python = harness::python()?;
+    let has = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the venv lacks {modules} (pip install -r tests/requirements.txt)"
+        );
+        eprintln!("SKIPPED: the venv lacks {modules} (pip install -r tests/requirements.txt)");
+        return None;
+    }
+    Some(python)
+}
+
+async fn run_py_against(
+    c: &TestCluster,
+    python: std::path::PathBuf,
+    script: &'static str,
+) -> String {
+    let mut args = vec![
+        harness::ADMIN_USER.to_string(),
+        harness::ADMIN_PASSWORD.to_string(),
+    ];
+    args.extend(c.nodes.iter().map(|n| n.port().to_string()));
+    let run = tokio::time::timeout(
+        Duration::from_secs(240),
+        tokio::task::spawn_blocking(move || harness::run_python(&python, script, &args)),
+    )
+    .await
+    .expect("the python program finishes in time");
+    if run.is_err() {
+        for (i, n) in c.nodes.iter().enumerate() {
+            let s = node(n).status();
+            eprintln!(
+                "node {}: primary {} inconsistent {:?} leader {:?}",
+                i + 1,
+                s.primary,
+                s.inconsistent,
+                s.leader
+            );
+        }
+    }
+    run.expect("python task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alembic_migration_through_one_node_while_dml_runs_through_the_others() {
+    require_mariadb!();
+    let Some(python) = python_with("alembic, pymysql") else {
+        return;
+    };
+    let c = TestCluster::start(3).await;
+    let out = run_py_against(&c, python, "alembic_migration.py").await;
+    eprintln!("{out}");
+    for case in [
+        "ok upgrade to head under load",
+        "ok schemas and data identical",
+        "ok every acknowledged insert is there",
+    ] {
+        assert!(out.contains(case), "missing {case:?} in:\n{out}");
+    }
+    assert_all_consistent(&c);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oslo_db_deadlock_retry_increments_through_all_nodes_lose_nothing() {
+    require_mariadb!();
+    let Some(python) = python_with("oslo_db, pymysql") else {
+        return;
+    };
+    let c = TestCluster::start(3).await;
+    let out = run_py_against(&c, python, "oslo_counter.py").await;
+    eprintln!("{out}");
+    assert!(
+        out.contains("ok counters equal the acknowledged increments on every node"),
+        "{out}"
+    );
+    assert_all_consistent(&c);
+    c.stop().await;
+}
