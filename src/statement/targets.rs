@@ -40,7 +40,7 @@ pub fn write_targets(stmt: &[u8]) -> Vec<ObjectName> {
             c.name().into_iter().collect()
         }
         b"LOAD" => {
-            while !c.at_end() && !(c.is_kw("INTO") && c.is_kw_at(1, "TABLE")) {
+            while !(c.at_end() || (c.is_kw("INTO") && c.is_kw_at(1, "TABLE"))) {
                 c.i += 1;
             }
             c.i += 2;
