@@ -490,6 +490,16 @@ async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
         4165,
         "MyISAM",
     );
+    // A prepared INSERT into a table a TOI then turns into MyISAM is refused at execution.
+    on.query_drop("CREATE TABLE s.later (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let later = on.prep("INSERT INTO s.later VALUES (?)").await.unwrap();
+    on.exec_drop(&later, (1,)).await.unwrap();
+    on.query_drop("ALTER TABLE s.later ENGINE=MyISAM")
+        .await
+        .unwrap();
+    assert_refused(on.exec_drop(&later, (2,)).await, 4165, "`s`.`later`");
     // A batch with one such write runs none of its statements.
     assert_refused(
         on.query_drop("INSERT INTO s.i VALUES (11); INSERT INTO s.m VALUES (3)")

@@ -644,6 +644,19 @@ impl Session {
             .and_then(|id| self.prepared.get(&id))
             .map(|p| (p.route.clone(), p.statement.clone()))
             .unwrap_or((Route::Write, Statement::Other));
+        if r == Route::Write {
+            // Checked again at each execution: a TOI may have changed the table's engine.
+            let text = stmt_id(&packet)
+                .and_then(|id| self.prepared.get(&id))
+                .map(|p| p.text.clone());
+            if let Some(text) = text {
+                let fe = self.fe.clone();
+                let db = self.db.clone();
+                if let Some(e) = strict::strict_refusal(&fe, db.as_deref(), &[&text]).await {
+                    return self.reply_error(&packet, &e).await;
+                }
+            }
+        }
         self.run_routed(packet, r, &st).await
     }
 
