@@ -19,6 +19,7 @@ mod classify;
 mod lexer;
 mod rewrite;
 mod split;
+mod targets;
 pub mod wsrep;
 
 pub use classify::{
@@ -27,6 +28,7 @@ pub use classify::{
 };
 pub use rewrite::rewrite_connection_id;
 pub use split::split;
+pub use targets::write_targets;
 
 #[cfg(test)]
 mod tests {
