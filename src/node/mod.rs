@@ -2,6 +2,8 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+pub mod flow_control;
+pub mod progress;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -133,6 +135,7 @@ impl Node {
             idle_timeout: config.idle_timeout,
             net_read_timeout: config.net_read_timeout,
             connect_timeout: Duration::from_secs(10),
+            strict_mode: config.strict_mode,
         };
         let registry = Arc::new(frontend::Registry::default());
         let members = config
@@ -154,6 +157,7 @@ impl Node {
             peer_listener,
             &backend,
             registry.clone(),
+            flow_control::FlowControl::new(config.fc_limit, config.fc_factor),
         )
         .await
         {
@@ -269,6 +273,17 @@ impl Node {
         (self.frontend.status)()
     }
 
+    /// Every member's latest progress (applied seqno, apply queue, age) as this node knows it
+    /// from the peer progress exchange, this node included.
+    pub fn peer_progress(&self) -> Vec<progress::NodeProgress> {
+        self.frontend.write_path.progress.nodes()
+    }
+
+    /// The lowest applied seqno among live members: the Raft log must not be purged above it.
+    pub fn lowest_live_applied(&self) -> Option<crate::ids::Seqno> {
+        self.frontend.write_path.progress.lowest_live_applied()
+    }
+
     /// The number of client sessions currently open.
     pub fn session_count(&self) -> usize {
         self.frontend.registry.len()
@@ -369,6 +384,7 @@ fn status_source(
         };
         let ready = local_state == status::LocalState::Synced;
         let sh = &wp.shared;
+        let fc = wp.flow.status();
         status::NodeStatus {
             node_name: node_name.clone(),
             node_id,
@@ -391,8 +407,11 @@ fn status_source(
             local_replays: 0,
             replicated: sh.replicated.load(Ordering::Relaxed),
             received: sh.received.load(Ordering::Relaxed),
-            flow_control_paused: 0.0,
-            flow_control_paused_ns: 0,
+            flow_control_paused: fc.paused,
+            flow_control_paused_ns: fc.paused_ns,
+            flow_control_sent: fc.sent,
+            flow_control_recv: fc.recv,
+            flow_control_active: fc.active,
             provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
         }
     })

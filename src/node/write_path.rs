@@ -57,6 +57,8 @@ enum Work {
 
 struct ApplyItem {
     seqno: Seqno,
+    /// The node that proposed it (TOI results are compared with the origin's).
+    origin: NodeId,
     origin_xid: Option<String>,
     work: Work,
 }
@@ -147,11 +149,21 @@ impl NodeFsm {
             }
             let _ = self.queue.send(ApplyItem {
                 seqno,
+                origin: ws.origin,
                 origin_xid,
                 work,
             });
         }
     }
+}
+
+/// Why a captured group could not be keyed.
+#[derive(Debug)]
+pub(crate) enum KeysError {
+    /// The rows were written under another schema than the table has now (a TOI ran since):
+    /// the transaction conflicts with that TOI, as certification would decide.
+    SchemaChanged(String),
+    Other(String),
 }
 
 /// A submission that did not reach an outcome.
@@ -174,6 +186,10 @@ pub(crate) struct WritePath {
     apply_task: tokio::task::JoinHandle<()>,
     primary: Arc<std::sync::atomic::AtomicBool>,
     primary_task: tokio::task::JoinHandle<()>,
+    /// Every member's latest applied seqno and apply queue (peer progress exchange).
+    pub(crate) progress: Arc<super::progress::Progress>,
+    pub(crate) flow: Arc<super::flow_control::FlowControl>,
+    progress_task: tokio::task::JoinHandle<()>,
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -193,7 +209,12 @@ impl WritePath {
         peer_listener: tokio::net::TcpListener,
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
+        flow: super::flow_control::FlowControl,
     ) -> Result<WritePath, String> {
+        let progress = Arc::new(super::progress::Progress::new(node, repl_cfg.members.len()));
+        let sink = progress.clone();
+        repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
+        let flow = Arc::new(flow);
         rollback_orphaned_xa(&backend.pool, node).await?;
         tokio::spawn(watch_backend_restarts(
             backend.health_watch(),
@@ -256,6 +277,7 @@ impl WritePath {
             catalog: catalog.clone(),
             pool: pool.clone(),
             registry,
+            progress: progress.clone(),
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let reported = shared.clone();
@@ -275,9 +297,19 @@ impl WritePath {
                 tokio::time::sleep(PRIMARY_SAMPLE).await;
             }
         });
+        let progress_task = tokio::spawn(report_progress(
+            progress.clone(),
+            flow.clone(),
+            replication.gossip_sender(),
+            shared.clone(),
+            backend.health_watch(),
+        ));
         Ok(WritePath {
             primary,
             primary_task,
+            progress,
+            flow,
+            progress_task,
             node,
             replication: tokio::sync::RwLock::new(Some(replication)),
             capture,
@@ -336,17 +368,51 @@ impl WritePath {
         Some((m.term, m.leader.map(|l| l.0), m.members.len()))
     }
 
-    pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
-        self.capture.take(gtid, CAPTURE_TIMEOUT).await
-    }
-
-    /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
-    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, String> {
+    /// A table's schema facts (engine, primary key, ...) from the catalog, for strict mode.
+    pub(crate) async fn table_facts(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Arc<Table>>, String> {
+        if let Some(t) = self.catalog.get(schema, table) {
+            return Ok(Some(t));
+        }
         let mut conn = self
             .pool
             .get_conn()
             .await
             .map_err(|e| format!("catalog: {e}"))?;
+        self.catalog
+            .table(&mut conn, schema, table)
+            .await
+            .map_err(|e| format!("catalog: {e}"))
+    }
+
+    pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
+        self.capture.take(gtid, CAPTURE_TIMEOUT).await
+    }
+
+    /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
+    /// Row images whose width is not the table's (a TOI changed it since they were written)
+    /// are `SchemaChanged`, after one retry with a freshly loaded catalog.
+    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        match self.try_keys_for(group).await {
+            Err(KeysError::SchemaChanged(_)) => {
+                // The cache may hold a table loaded just before a TOI ran: reload and retry.
+                self.catalog.invalidate_all();
+                self.try_keys_for(group).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        let other = KeysError::Other;
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| other(format!("catalog: {e}")))?;
         let mut keys = Vec::new();
         let mut metas: HashMap<(String, String), TableMeta> = HashMap::new();
         for stmt in &group.statements {
@@ -357,17 +423,28 @@ impl WritePath {
                         .catalog
                         .table(&mut conn, &row.schema, &row.table)
                         .await
-                        .map_err(|e| format!("catalog: {e}"))?
+                        .map_err(|e| other(format!("catalog: {e}")))?
                         .ok_or_else(|| {
-                            format!("table {}.{} is not in the catalog", row.schema, row.table)
+                            // Dropped or renamed by a TOI since the row was written.
+                            KeysError::SchemaChanged(format!(
+                                "table {}.{} is not in the catalog",
+                                row.schema, row.table
+                            ))
                         })?;
-                    let meta = table_meta(&self.catalog, &mut conn, &table).await?;
+                    let meta = table_meta(&self.catalog, &mut conn, &table)
+                        .await
+                        .map_err(other)?;
                     metas.insert(id.clone(), meta);
                 }
                 let Some(meta) = metas.get(&id) else { continue };
                 let table = self.catalog.get(&row.schema, &row.table);
-                let change = row_change(row, table.as_deref())?;
-                writeset::row_keys(meta, &change, &mut keys).map_err(|e| format!("keys: {e}"))?;
+                let change = row_change(row, table.as_deref()).map_err(other)?;
+                writeset::row_keys(meta, &change, &mut keys).map_err(|e| match e {
+                    writeset::KeyError::ImageWidth { .. } => {
+                        KeysError::SchemaChanged(e.to_string())
+                    }
+                    e => other(format!("keys: {e}")),
+                })?;
             }
         }
         writeset::normalize_keys(&mut keys);
@@ -379,6 +456,11 @@ impl WritePath {
         let bytes = ws
             .encode()
             .map_err(|e| SubmitError::Definite(format!("encoding: {e}")))?;
+        // Flow control: wait while a live node's apply queue is over fc_limit (DESIGN §10).
+        let paused = self.flow.wait().await;
+        if !paused.is_zero() {
+            tracing::debug!(?paused, "writer paused by flow control");
+        }
         let xid = ws.xid.0.clone();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.shared.waiters.lock() {
@@ -449,6 +531,7 @@ impl WritePath {
         self.capture.stop();
         self.apply_task.abort();
         self.primary_task.abort();
+        self.progress_task.abort();
     }
 }
 
@@ -667,6 +750,7 @@ struct ApplyCtx {
     catalog: Catalog,
     pool: mysql_async::Pool,
     registry: Arc<Registry>,
+    progress: Arc<super::progress::Progress>,
 }
 
 /// How the apply of one write set ended.
@@ -780,6 +864,10 @@ async fn apply_loop(
     while let Some(item) = rx.recv().await {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
+        if failed.is_none() {
+            // The progress exchange may have found this node's TOI result to be a minority one.
+            failed = shared.inconsistent.borrow().clone();
+        }
         if let Some(reason) = &failed {
             shared.notify(xid, Outcome::NodeFailed(reason.clone()));
             continue;
@@ -826,7 +914,48 @@ async fn apply_loop(
                 Outcome::NodeFailed(reason)
             }
         };
+        if let Work::Toi(_) = &item.work {
+            match &outcome {
+                Outcome::Committed { .. } => ctx.progress.record_toi(seqno, item.origin, 0),
+                Outcome::ToiRefused { code, .. } => {
+                    ctx.progress.record_toi(seqno, item.origin, *code)
+                }
+                Outcome::Aborted { .. } | Outcome::NodeFailed(_) => {}
+            }
+        }
         shared.applied.send_replace(seqno);
         shared.notify(xid, outcome);
     }
+}
+
+/// The progress reporter of this node: its applied seqno and apply queue, asking for flow
+/// control only while it is in sync (backend up, consistent).
+async fn report_progress(
+    progress: Arc<super::progress::Progress>,
+    flow: Arc<super::flow_control::FlowControl>,
+    gossip: crate::replication::GossipSender,
+    shared: Arc<Shared>,
+    health: watch::Receiver<crate::backend::Health>,
+) {
+    let local = {
+        let shared = shared.clone();
+        move || super::progress::LocalView {
+            applied: *shared.applied.borrow(),
+            queue: shared.queued.load(Ordering::Relaxed),
+            can_ask: shared.inconsistent.borrow().is_none()
+                && *health.borrow() == crate::backend::Health::Up,
+        }
+    };
+    let on_inconsistent = move |reason: String| {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        shared.inconsistent.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    };
+    super::progress::run_reporter(progress, flow, gossip, local, on_inconsistent).await;
 }

@@ -98,6 +98,48 @@ pub struct ReplicationConfig {
     pub cluster_uuid: String,
     /// The local applied seqno, reported to peers that ask.
     pub applied_seqno: Option<AppliedSeqnoSource>,
+    /// Receives every authenticated peer's gossip (`GossipSender::send`); None drops it.
+    pub gossip_sink: Option<GossipSink>,
+}
+
+/// Where gossip from peers goes: called on the peer server's task, so it must not block.
+pub type GossipSink = Arc<dyn Fn(NodeId, &[u8]) + Send + Sync>;
+
+/// Sends gossip (opaque bytes, e.g. the node's progress report) to one peer over the
+/// authenticated peer transport. Cheap to clone; usable from any task.
+#[derive(Clone)]
+pub struct GossipSender {
+    peers: Arc<Peers>,
+    addrs: BTreeMap<NodeId, String>,
+    self_id: NodeId,
+}
+
+impl GossipSender {
+    /// Every member but this node.
+    pub fn targets(&self) -> Vec<NodeId> {
+        self.addrs
+            .keys()
+            .copied()
+            .filter(|id| *id != self.self_id)
+            .collect()
+    }
+
+    /// One gossip message to `target`, bounded by `ttl` once written.
+    pub async fn send(&self, target: NodeId, bytes: Vec<u8>, ttl: Duration) -> Result<(), String> {
+        let addr = self
+            .addrs
+            .get(&target)
+            .ok_or_else(|| format!("node {} is not a member", target.0))?;
+        match self
+            .peers
+            .call(target.0, addr, &PeerRequest::Gossip(bytes), ttl)
+            .await
+        {
+            Ok(PeerResponse::Gossip) => Ok(()),
+            Ok(_) => Err("out-of-protocol answer to gossip".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -144,6 +186,7 @@ impl ReplicationConfig {
             peer_source_ip: None,
             cluster_uuid: String::new(),
             applied_seqno: None,
+            gossip_sink: None,
         }
     }
 
@@ -316,6 +359,7 @@ impl Replication {
             raft: raft.clone(),
             batcher: batcher.clone(),
             propose_timeout: cfg.propose_timeout,
+            gossip: cfg.gossip_sink.clone(),
         });
         let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx));
 
@@ -361,6 +405,16 @@ impl Replication {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// A handle that sends gossip to the configured members (addresses from the config:
+    /// membership changes are not implemented).
+    pub fn gossip_sender(&self) -> GossipSender {
+        GossipSender {
+            peers: self.peers.clone(),
+            addrs: self.cfg.members.clone(),
+            self_id: self.node_id,
+        }
     }
 
     /// Submits one proposal from any node (followers forward to the leader) and resolves once

@@ -63,6 +63,9 @@ pub(crate) enum PeerRequest {
     Identify,
     /// The caller is stopping cleanly at this position (`peer_info::last_to_leave`).
     Leaving(PeerIdentity),
+    /// A node's status gossip (applied seqno, apply queue, ...): opaque to this layer, handed to
+    /// the node's gossip sink (`ReplicationConfig::gossip_sink`).
+    Gossip(Vec<u8>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +78,7 @@ pub(crate) enum PeerResponse {
     Identify(PeerIdentity),
     /// The receiver's own identity, after recording the caller's departure.
     Leaving(PeerIdentity),
+    Gossip,
 }
 
 /// Why a call failed, split by whether the request may have reached the peer.

@@ -32,6 +32,7 @@ pub(crate) struct ServerCtx {
     pub(crate) batcher: BatcherHandle,
     pub(crate) propose_timeout: Duration,
     pub(crate) identity: Arc<LocalIdentity>,
+    pub(crate) gossip: Option<super::GossipSink>,
 }
 
 /// Runs until `shutdown` turns true; then every connection task is dropped with the JoinSet.
@@ -131,6 +132,12 @@ async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse 
                 ctx.identity.peer_left(who);
             }
             PeerResponse::Leaving(ctx.identity.current(&ctx.raft))
+        }
+        PeerRequest::Gossip(bytes) => {
+            if let Some(sink) = &ctx.gossip {
+                sink(crate::ids::NodeId(peer), &bytes);
+            }
+            PeerResponse::Gossip
         }
     }
 }

@@ -425,6 +425,14 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes with `tweak` applied to every node's config.
+    pub async fn start_with(
+        n: usize,
+        tweak: impl Fn(&mut certus::config::NodeConfig),
+    ) -> TestCluster {
         let mut peers = Vec::new();
         for _ in 0..n {
             peers.push(
@@ -445,6 +453,7 @@ impl TestCluster {
             let mut cfg = node_config(dir.path(), i as u64 + 1);
             cfg.members = members.clone();
             cfg.cluster_secret = b"test-cluster-secret-0123456789".to_vec();
+            tweak(&mut cfg);
             starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
         }
         let mut nodes = Vec::new();
