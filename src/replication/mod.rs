@@ -350,6 +350,7 @@ impl Replication {
             cfg.cluster_uuid.clone(),
             cfg.applied_seqno.clone(),
             Box::new(primary_probe(&raft, &cfg)),
+            cfg.election_timeout_max,
         ));
         let ctx = Arc::new(ServerCtx {
             identity: identity.clone(),

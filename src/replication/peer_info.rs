@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,11 @@ pub(crate) struct LocalIdentity {
     /// Galera's Primary, as `Replication::metrics` computes it (a leader that restarted alone
     /// still believes it leads; only a recent quorum acknowledgement counts).
     primary: Box<dyn Fn() -> bool + Send + Sync>,
+    /// When a leader's AppendEntries last reached this node. A follower that restarted alone
+    /// still names the leader of its saved vote, so for followers only a recent heartbeat
+    /// counts as being in the Primary component.
+    last_append_entries: Mutex<Option<Instant>>,
+    heartbeat_window: Duration,
     leaving: AtomicBool,
     departures: Mutex<BTreeMap<u64, PeerIdentity>>,
 }
@@ -67,12 +72,15 @@ impl LocalIdentity {
         cluster_uuid: String,
         applied_seqno: Option<AppliedSeqnoSource>,
         primary: Box<dyn Fn() -> bool + Send + Sync>,
+        heartbeat_window: Duration,
     ) -> Self {
         LocalIdentity {
             node_id,
             cluster_uuid,
             applied_seqno,
             primary,
+            last_append_entries: Mutex::new(None),
+            heartbeat_window,
             leaving: AtomicBool::new(false),
             departures: Mutex::new(BTreeMap::new()),
         }
@@ -84,7 +92,14 @@ impl LocalIdentity {
             .borrow()
             .last_log
             .map(|l| (l.leader_id.term, l.index));
-        let primary = (self.primary)();
+        let leader = raft.metrics().borrow().state == openraft::ServerState::Leader;
+        let heard_recently = self
+            .last_append_entries
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < self.heartbeat_window);
+        let primary = (self.primary)() && (leader || heard_recently);
         PeerIdentity {
             node_id: self.node_id,
             cluster_uuid: self.cluster_uuid.clone(),
@@ -92,6 +107,13 @@ impl LocalIdentity {
             last_log,
             primary,
             leaving: self.leaving.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The server calls this for every AppendEntries it receives.
+    pub(crate) fn note_append_entries(&self) {
+        if let Ok(mut t) = self.last_append_entries.lock() {
+            *t = Some(Instant::now());
         }
     }
 

@@ -105,6 +105,7 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
 async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse {
     match req {
         PeerRequest::AppendEntries(rpc) => {
+            ctx.identity.note_append_entries();
             PeerResponse::AppendEntries(ctx.raft.append_entries(rpc).await)
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(ctx.raft.vote(rpc).await),
