@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 if [ ! -x target/venv/bin/python ]; then
   python3 -m venv target/venv
 fi
-if ! target/venv/bin/python -c 'import pymysql, sqlalchemy' 2>/dev/null; then
-  target/venv/bin/pip install -q -r tests/requirements.txt
+# `python -m pip`, not the venv's pip script: a venv copied from another checkout keeps that
+# checkout's path in its scripts' shebangs and would install there.
+if ! target/venv/bin/python -c 'import pymysql, sqlalchemy, alembic, oslo_db' 2>/dev/null; then
+  target/venv/bin/python -m pip install -q -r tests/requirements.txt
 fi
 # The jepsen CI run drives the release binary as separate processes (kill -9, pauses).
 cargo build --release -p certus

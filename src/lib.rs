@@ -35,3 +35,5 @@ pub(crate) mod backend;
 pub(crate) mod catalog;
 pub(crate) mod frontend;
 pub(crate) mod protocol;
+#[cfg(test)]
+mod test_rng;

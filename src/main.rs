@@ -31,6 +31,33 @@ enum Command {
         #[command(flatten)]
         settings: RawNodeConfig,
     },
+    /// Print this stopped node's position as `Recovered position: <uuid>:<seqno>` (like
+    /// `mariadbd --wsrep-recover`) and record it in grastate.dat.
+    ///
+    /// Starts the managed backend briefly to read its applied seqno.
+    Recover {
+        /// TOML config file of the node.
+        #[arg(long, env = "CERTUS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: RawNodeConfig,
+    },
+    /// Form a new single-node cluster from this stopped node's state, after a majority of the
+    /// members is lost for good. Other nodes are then added back as new members.
+    ///
+    /// Refuses when grastate.dat says safe_to_bootstrap: 0 or a reachable member is more
+    /// advanced (naming the most advanced node), unless --force; always refuses while a
+    /// reachable member is in the Primary component.
+    Bootstrap {
+        /// TOML config file of the node.
+        #[arg(long, env = "CERTUS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Bootstrap although this node may not be the most advanced.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        settings: RawNodeConfig,
+    },
     /// Show a node's state and the cluster's, read from its HTTP /status endpoint.
     Status {
         /// The node's HTTP address.
@@ -181,13 +208,53 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::Result<()> {
+fn load_config(
+    config: Option<PathBuf>,
+    settings: RawNodeConfig,
+) -> anyhow::Result<certus::config::NodeConfig> {
     let mut raw = match &config {
         Some(path) => RawNodeConfig::from_file(path)?,
         None => RawNodeConfig::default(),
     };
     raw.overlay(settings);
-    let cfg = raw.validate()?;
+    Ok(raw.validate()?)
+}
+
+async fn run_recover(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::Result<()> {
+    let cfg = load_config(config, settings)?;
+    init_logging(cfg.log_format, "warn");
+    let position = certus::recovery::recover(&cfg)
+        .await
+        .context("certus recover")?;
+    println!("{position}");
+    Ok(())
+}
+
+async fn run_bootstrap(
+    config: Option<PathBuf>,
+    force: bool,
+    settings: RawNodeConfig,
+) -> anyhow::Result<()> {
+    let cfg = load_config(config, settings)?;
+    init_logging(cfg.log_format, "warn");
+    let report = certus::recovery::bootstrap(&cfg, certus::recovery::BootstrapOptions { force })
+        .await
+        .context("certus bootstrap")?;
+    for note in &report.notes {
+        println!("{note}");
+    }
+    let (term, index) = report.last_log.unwrap_or_default();
+    println!(
+        "Bootstrapped a new single-node cluster {} from node {} (raft log {term}:{index}). \
+         Start it with `certus node`, then add the other nodes back as new members.",
+        report.uuid.hyphenated(),
+        cfg.node_id
+    );
+    Ok(())
+}
+
+async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::Result<()> {
+    let cfg = load_config(config, settings)?;
     init_logging(cfg.log_format, "info");
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -230,6 +297,12 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Node { config, settings } => rt.block_on(run_node(config, settings)),
+        Command::Recover { config, settings } => rt.block_on(run_recover(config, settings)),
+        Command::Bootstrap {
+            config,
+            force,
+            settings,
+        } => rt.block_on(run_bootstrap(config, force, settings)),
         Command::Status { http, json } => rt.block_on(async {
             let status =
                 certus::http::fetch_status(&http, std::time::Duration::from_secs(2)).await?;

@@ -1,6 +1,7 @@
 use super::*;
-use crate::writeset::{normalize_keys, row_keys, table_key, CellValue, Collation, RowChange};
-use crate::writeset::{ForeignKeyMeta, IndexColumn, IndexMeta, TableMeta};
+use crate::writeset::fixtures::{child_meta, ci, parent_meta, GALERA_CONFLICT_CELLS};
+use crate::writeset::TableMeta;
+use crate::writeset::{normalize_keys, row_keys, table_key, CellValue, RowChange};
 
 fn h(n: u8) -> KeyHash {
     KeyHash([n; 16])
@@ -28,19 +29,7 @@ fn is_conflict(v: &Verdict) -> bool {
 
 #[test]
 fn every_cell_of_the_conflict_matrix() {
-    use KeyKind::*;
-    let cells = [
-        (Exclusive, Exclusive, true),
-        (Exclusive, Update, true),
-        (Exclusive, Reference, true),
-        (Update, Exclusive, true),
-        (Update, Update, true),
-        (Update, Reference, false),
-        (Reference, Exclusive, true),
-        (Reference, Update, false),
-        (Reference, Reference, false),
-    ];
-    for (committed, incoming, conflict) in cells {
+    for (committed, incoming, conflict) in GALERA_CONFLICT_CELLS {
         let mut c = Certifier::new(100);
         assert_eq!(c.certify(Seqno(0), &[key(1, committed)]), commit(1));
         let v = c.certify(Seqno(0), &[key(1, incoming)]);
@@ -155,61 +144,14 @@ fn update(meta: &TableMeta, before: Vec<CellValue>, after: Vec<CellValue>) -> Ve
     keys
 }
 
-fn ci(s: &str) -> CellValue {
-    CellValue::Text {
-        bytes: s.as_bytes().to_vec(),
-        collation: Collation::from_name("utf8mb4_general_ci"),
-    }
-}
-
-/// `app.parent(id INT UNSIGNED PRIMARY KEY, code VARCHAR(20) UNIQUE, note TEXT)`
-fn parent() -> TableMeta {
-    TableMeta {
-        schema: "app".into(),
-        table: "parent".into(),
-        columns: vec!["id".into(), "code".into(), "note".into()],
-        primary_key: Some(vec![IndexColumn::full(0)]),
-        unique_keys: vec![IndexMeta {
-            name: "uk_code".into(),
-            columns: vec![IndexColumn::full(1)],
-        }],
-        referenced_indexes: vec![],
-        foreign_keys: vec![],
-    }
-}
-
-/// `app.child(id INT PRIMARY KEY, parent_id INT REFERENCES parent(id),
-///  parent_code VARCHAR(20) REFERENCES parent(code))`
-fn child() -> TableMeta {
-    TableMeta {
-        schema: "app".into(),
-        table: "child".into(),
-        columns: vec!["id".into(), "parent_id".into(), "parent_code".into()],
-        primary_key: Some(vec![IndexColumn::full(0)]),
-        unique_keys: vec![],
-        referenced_indexes: vec![],
-        foreign_keys: vec![
-            ForeignKeyMeta {
-                columns: vec![1],
-                parent_schema: "app".into(),
-                parent_table: "parent".into(),
-                parent_index: "PRIMARY".into(),
-            },
-            ForeignKeyMeta {
-                columns: vec![2],
-                parent_schema: "app".into(),
-                parent_table: "parent".into(),
-                parent_index: "uk_code".into(),
-            },
-        ],
-    }
-}
-
 #[test]
 fn child_insert_and_concurrent_parent_delete_conflict_in_both_orders() {
-    let parent_delete = delete(&parent(), vec![CellValue::Int(7), ci("x"), CellValue::Null]);
+    let parent_delete = delete(
+        &parent_meta(),
+        vec![CellValue::Int(7), ci("x"), CellValue::Null],
+    );
     let child_insert = insert(
-        &child(),
+        &child_meta(),
         vec![CellValue::Int(1), CellValue::Int(7), CellValue::Null],
     );
 
@@ -224,9 +166,15 @@ fn child_insert_and_concurrent_parent_delete_conflict_in_both_orders() {
 
 #[test]
 fn child_insert_by_unique_key_and_parent_delete_conflict() {
-    let parent_delete = delete(&parent(), vec![CellValue::Int(7), ci("x"), CellValue::Null]);
+    let parent_delete = delete(
+        &parent_meta(),
+        vec![CellValue::Int(7), ci("x"), CellValue::Null],
+    );
     // References the parent only through its unique key, spelled differently (general_ci).
-    let child_insert = insert(&child(), vec![CellValue::Int(1), CellValue::Null, ci("X ")]);
+    let child_insert = insert(
+        &child_meta(),
+        vec![CellValue::Int(1), CellValue::Null, ci("X ")],
+    );
     let mut c = Certifier::new(100);
     assert_eq!(c.certify(Seqno(0), &child_insert), commit(1));
     assert!(is_conflict(&c.certify(Seqno(0), &parent_delete)));
@@ -236,17 +184,20 @@ fn child_insert_by_unique_key_and_parent_delete_conflict() {
 fn parent_update_keeping_the_unique_value_does_not_block_children_referencing_it() {
     // The Update kind at work: the value the child points at survives the update.
     let parent_update = update(
-        &parent(),
+        &parent_meta(),
         vec![CellValue::Int(7), ci("x"), CellValue::Null],
         vec![CellValue::Int(7), ci("x"), ci("new note")],
     );
-    let child_insert = insert(&child(), vec![CellValue::Int(1), CellValue::Null, ci("x")]);
+    let child_insert = insert(
+        &child_meta(),
+        vec![CellValue::Int(1), CellValue::Null, ci("x")],
+    );
     let mut c = Certifier::new(100);
     assert_eq!(c.certify(Seqno(0), &parent_update), commit(1));
     assert_eq!(c.certify(Seqno(0), &child_insert), commit(2));
     // But a parent update that changes the value does conflict.
     let parent_rename = update(
-        &parent(),
+        &parent_meta(),
         vec![CellValue::Int(7), ci("x"), CellValue::Null],
         vec![CellValue::Int(7), ci("y"), CellValue::Null],
     );
@@ -258,36 +209,48 @@ fn unique_values_equal_under_the_collation_conflict() {
     // Two nodes insert different rows whose unique values MariaDB considers equal under
     // utf8mb4_general_ci ('a' vs 'A '): the second must abort, or its apply would fail with
     // a duplicate key on every backend.
-    let first = insert(&parent(), vec![CellValue::Int(1), ci("a"), CellValue::Null]);
+    let first = insert(
+        &parent_meta(),
+        vec![CellValue::Int(1), ci("a"), CellValue::Null],
+    );
     let second = insert(
-        &parent(),
+        &parent_meta(),
         vec![CellValue::Int(2), ci("A "), CellValue::Null],
     );
     let mut c = Certifier::new(100);
     assert_eq!(c.certify(Seqno(0), &first), commit(1));
     assert!(is_conflict(&c.certify(Seqno(0), &second)));
     // Different values do not conflict.
-    let third = insert(&parent(), vec![CellValue::Int(3), ci("b"), CellValue::Null]);
+    let third = insert(
+        &parent_meta(),
+        vec![CellValue::Int(3), ci("b"), CellValue::Null],
+    );
     assert_eq!(c.certify(Seqno(0), &third), commit(3));
 }
 
 #[test]
 fn toi_always_commits_and_aborts_overlapping_row_write_sets() {
-    let row = insert(&parent(), vec![CellValue::Int(1), ci("a"), CellValue::Null]);
+    let row = insert(
+        &parent_meta(),
+        vec![CellValue::Int(1), ci("a"), CellValue::Null],
+    );
     let mut c = Certifier::new(100);
     assert_eq!(c.certify(Seqno(0), &row), commit(1));
     // The TOI overlaps the row write set but still commits.
-    let toi = [Key::exclusive(table_key("app", "parent"))];
+    let toi = [Key::exclusive(table_key("shop", "parent"))];
     assert_eq!(c.certify_toi(&toi), commit(2));
     // A row write set captured before the TOI (last_seen 1) aborts on the table key.
-    let late = insert(&parent(), vec![CellValue::Int(5), ci("e"), CellValue::Null]);
+    let late = insert(
+        &parent_meta(),
+        vec![CellValue::Int(5), ci("e"), CellValue::Null],
+    );
     let v = c.certify(Seqno(1), &late);
     assert_eq!(
         v,
         Verdict::Abort {
             seqno: Seqno(3),
             reason: AbortReason::Conflict {
-                key: table_key("app", "parent"),
+                key: table_key("shop", "parent"),
                 committed_seqno: Seqno(2)
             }
         }
@@ -374,16 +337,7 @@ fn pruning_keeps_a_key_rewritten_later() {
     );
 }
 
-/// xorshift64*: fixed seed, so the "random" history is the same on every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use crate::test_rng::Rng;
 
 fn random_history(n: usize) -> Vec<(bool, u64, Vec<Key>)> {
     let mut rng = Rng(42);

@@ -18,6 +18,20 @@ pub enum BackendMode {
     External,
 }
 
+/// Strict mode (DESIGN §4), named after PXC's pxc_strict_mode. See docs/galera-semantics.md.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StrictMode {
+    /// As `on`, and writes to tables without a primary key are refused too.
+    Enforcing,
+    /// Constructs the cluster cannot replicate are refused; tables without a primary key are
+    /// certified by a hash of the whole row.
+    #[default]
+    On,
+    /// The constructs that are safe to run on this node alone run, with a warning.
+    Permissive,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -92,6 +106,17 @@ pub struct RawNodeConfig {
     /// causal_read_timeout).
     #[arg(long, env = "CERTUS_CAUSAL_READ_TIMEOUT")]
     pub causal_read_timeout: Option<u64>,
+    /// Flow control: writers across the cluster pause while any live node has more than this
+    /// many write sets waiting to be applied (Galera's gcs.fc_limit; default 100).
+    #[arg(long, env = "CERTUS_FC_LIMIT")]
+    pub fc_limit: Option<u64>,
+    /// Flow control is released once the queue is back at fc_limit * fc_factor (Galera's
+    /// gcs.fc_factor; 0.0 to 1.0, default 0.8).
+    #[arg(long, env = "CERTUS_FC_FACTOR")]
+    pub fc_factor: Option<f64>,
+    /// Strict mode (like pxc_strict_mode): enforcing, on (default) or permissive.
+    #[arg(long, env = "CERTUS_STRICT_MODE")]
+    pub strict_mode: Option<StrictMode>,
     /// Local IP that outbound peer connections bind to (default: any). Lets a relay in front
     /// of the peers tell the calling node apart (used by the jepsen suite's partitions).
     #[arg(long, env = "CERTUS_PEER_SOURCE_IP")]
@@ -187,7 +212,7 @@ impl RawNodeConfig {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
             peer_listen, members, join, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
-            sync_wait, causal_read_timeout,
+            sync_wait, causal_read_timeout, fc_limit, fc_factor, strict_mode,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -332,10 +357,26 @@ impl RawNodeConfig {
             // A one-node cluster has no peers to authenticate; the secret guards nothing.
             None => b"single-node-cluster-no-peers".to_vec(),
         };
+        let fc_factor = self
+            .fc_factor
+            .unwrap_or(crate::node::flow_control::DEFAULT_FC_FACTOR);
+        if !(0.0..=1.0).contains(&fc_factor) {
+            problems.push(format!(
+                "fc_factor must be between 0.0 and 1.0, got {fc_factor}"
+            ));
+        }
+        if self.fc_limit == Some(0) {
+            problems.push("fc_limit must be at least 1".into());
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
         Ok(NodeConfig {
+            fc_limit: self
+                .fc_limit
+                .unwrap_or(crate::node::flow_control::DEFAULT_FC_LIMIT),
+            fc_factor,
+            strict_mode: self.strict_mode.unwrap_or_default(),
             sync_wait: self.sync_wait.unwrap_or(0),
             causal_read_timeout: Duration::from_secs(self.causal_read_timeout.unwrap_or(30).max(1)),
             http_listen: self
@@ -402,6 +443,9 @@ pub struct NodeConfig {
     pub available_when_readonly: bool,
     pub maintenance_file: PathBuf,
     pub max_apply_lag: u64,
+    pub fc_limit: u64,
+    pub fc_factor: f64,
+    pub strict_mode: StrictMode,
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

@@ -55,6 +55,17 @@ pub(crate) enum ClientError {
     NotSupported(&'static str),
     /// The node cannot serve: its backend is down, or (later) it is not Synced/Primary.
     NotReady,
+    /// Strict mode: a write to a table whose engine is not transactional (its changes survive
+    /// XA ROLLBACK and never replicate). MariaDB Galera's ER_GALERA_REPLICATION_NOT_SUPPORTED.
+    NonTransactionalTable {
+        table: String,
+        engine: String,
+    },
+    /// `strict_mode = enforcing`: a write to a table without a primary key
+    /// (ER_REQUIRES_PRIMARY_KEY, as MariaDB's wsrep_mode=REQUIRED_PRIMARY_KEY and PXC do).
+    NoPrimaryKey {
+        table: String,
+    },
 }
 
 impl ClientError {
@@ -133,6 +144,16 @@ impl ClientError {
                 1047,
                 b"08S01",
                 "WSREP has not yet prepared node for application use".into(),
+            ),
+            ClientError::NonTransactionalTable { table, engine } => (
+                4165,
+                b"HY000",
+                format!("Galera replication not supported: table {table} uses the {engine} storage engine, which is not transactional; its changes would stay on this node (certus strict_mode)"),
+            ),
+            ClientError::NoPrimaryKey { table } => (
+                1173,
+                b"42000",
+                format!("This table type requires a primary key: table {table} has none and strict_mode = enforcing refuses writes to it"),
             ),
         }
     }

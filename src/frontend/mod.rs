@@ -35,6 +35,9 @@ pub(crate) struct EdgeSettings {
     pub(crate) idle_timeout: Duration,
     pub(crate) net_read_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// DESIGN §4's strict mode (non-transactional tables, tables without a primary key, and
+    /// what `permissive` downgrades to warnings).
+    pub(crate) strict_mode: crate::config::StrictMode,
 }
 
 /// What the node knows about a live session outside its task: which backend thread serves it

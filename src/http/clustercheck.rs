@@ -108,6 +108,9 @@ pub(crate) mod tests {
             received: 250,
             flow_control_paused: 0.25,
             flow_control_paused_ns: 1_500_000_000,
+            flow_control_sent: 0,
+            flow_control_recv: 1,
+            flow_control_active: false,
             provider_version: "certus 0.1.0".to_string(),
         }
     }

@@ -95,7 +95,22 @@ pub(crate) fn encode_status(status: &NodeStatus) -> Result<String, std::fmt::Err
         Unit::Seconds,
         ConstCounter::new(status.flow_control_paused_ns as f64 / 1e9),
     );
+    registry.register(
+        "flow_control_active",
+        "1 while writers are paused by flow control (wsrep_flow_control_active)",
+        ConstGauge::new(i64::from(status.flow_control_active)),
+    );
     let counters = [
+        (
+            "flow_control_sent",
+            "Times this node asked the cluster to pause (wsrep_flow_control_sent)",
+            status.flow_control_sent,
+        ),
+        (
+            "flow_control_recv",
+            "Times this node saw a flow-control pause start (wsrep_flow_control_recv)",
+            status.flow_control_recv,
+        ),
         (
             "local_commits",
             "Local transactions committed (wsrep_local_commits)",
@@ -302,6 +317,9 @@ pub(crate) mod tests {
             ("certus_recv_queue", 0.0),
             ("certus_flow_control_paused", 0.25),
             ("certus_flow_control_paused_seconds_total", 1.5),
+            ("certus_flow_control_active", 0.0),
+            ("certus_flow_control_sent_total", 0.0),
+            ("certus_flow_control_recv_total", 1.0),
             ("certus_local_commits_total", 100.0),
             ("certus_local_cert_failures_total", 3.0),
             ("certus_local_bf_aborts_total", 2.0),

@@ -2,6 +2,8 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+pub mod flow_control;
+pub mod progress;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -62,6 +64,8 @@ pub struct Node {
     backend_owner: BackendOwner,
     shutdown_tx: watch::Sender<bool>,
     serve_task: tokio::task::JoinHandle<()>,
+    data_dir: std::path::PathBuf,
+    cluster_uuid: uuid::Uuid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,8 @@ pub enum NodeError {
     Backend(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Recovery(#[from] crate::recovery::RecoveryError),
 }
 
 impl Node {
@@ -82,6 +88,9 @@ impl Node {
             http: http_listener,
         } = listeners;
         std::fs::create_dir_all(&config.data_dir)?;
+        // Nothing is changed before these checks pass: grastate.dat, the Raft log, the cluster
+        // uuid and what the reachable members say.
+        let preflight = crate::recovery::preflight(&config).await?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
                 let (managed, backend) = backend::managed::Managed::start(
@@ -97,6 +106,17 @@ impl Node {
                 let (backend, probe) =
                     backend::external::connect(e, auto_increment(&config)).await?;
                 (backend, BackendOwner::External(probe))
+            }
+        };
+        let cluster_uuid = match adopt_identity(&config, &preflight, &backend).await {
+            Ok(u) => u,
+            Err(e) => {
+                backend.pool.clone().disconnect().await.ok();
+                match owner {
+                    BackendOwner::Managed(m) => m.shutdown().await,
+                    BackendOwner::External(probe) => probe.abort(),
+                }
+                return Err(e.into());
             }
         };
         let settings = EdgeSettings {
@@ -115,6 +135,7 @@ impl Node {
             idle_timeout: config.idle_timeout,
             net_read_timeout: config.net_read_timeout,
             connect_timeout: Duration::from_secs(10),
+            strict_mode: config.strict_mode,
         };
         let registry = Arc::new(frontend::Registry::default());
         let members = config
@@ -130,12 +151,14 @@ impl Node {
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
         repl_cfg.join = config.join;
+        repl_cfg.cluster_uuid = cluster_uuid.hyphenated().to_string();
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
             peer_listener,
             &backend,
             registry.clone(),
+            flow_control::FlowControl::new(config.fc_limit, config.fc_factor),
         )
         .await
         {
@@ -150,6 +173,7 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let status_source = status_source(
             &config,
+            cluster_uuid,
             listener.local_addr()?,
             backend.clone(),
             write_path.clone(),
@@ -195,7 +219,14 @@ impl Node {
             backend_owner: owner,
             shutdown_tx,
             serve_task,
+            data_dir: config.data_dir.clone(),
+            cluster_uuid,
         })
+    }
+
+    /// The cluster state UUID this node belongs to (`wsrep_cluster_state_uuid`).
+    pub fn cluster_uuid(&self) -> uuid::Uuid {
+        self.cluster_uuid
     }
 
     pub fn client_addr(&self) -> SocketAddr {
@@ -249,25 +280,76 @@ impl Node {
         (self.frontend.status)()
     }
 
+    /// Every member's latest progress (applied seqno, apply queue, age) as this node knows it
+    /// from the peer progress exchange, this node included.
+    pub fn peer_progress(&self) -> Vec<progress::NodeProgress> {
+        self.frontend.write_path.progress.nodes()
+    }
+
+    /// The lowest applied seqno among live members: the Raft log must not be purged above it.
+    pub fn lowest_live_applied(&self) -> Option<crate::ids::Seqno> {
+        self.frontend.write_path.progress.lowest_live_applied()
+    }
+
     /// The number of client sessions currently open.
     pub fn session_count(&self) -> usize {
         self.frontend.registry.len()
     }
 
-    /// Stops accepting clients, then stops the backend (managed mode) cleanly.
+    /// Stops accepting clients, tells the other members it is leaving, stops Raft, then the
+    /// backend (managed mode), and records the clean stop in grastate.dat: the applied seqno, and
+    /// `safe_to_bootstrap: 1` only when this node left last.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         let _ = self.serve_task.await;
+        let last_to_leave = self.frontend.write_path.announce_leaving().await;
         self.frontend.write_path.shutdown().await;
-        self.frontend.backend.pool.clone().disconnect().await.ok();
+        let pool = self.frontend.backend.pool.clone();
+        let seqno = match tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::recovery::backend_state(&pool),
+        )
+        .await
+        {
+            Ok(Ok((_, seqno))) => Some(seqno),
+            Ok(Err(e)) => {
+                tracing::warn!("at shutdown: {e}; grastate.dat keeps seqno -1");
+                None
+            }
+            Err(_) => None,
+        };
+        pool.disconnect().await.ok();
         match self.backend_owner {
             BackendOwner::Managed(m) => m.shutdown().await,
             BackendOwner::External(probe) => probe.abort(),
         }
+        match crate::recovery::mark_stopped(&self.data_dir, self.cluster_uuid, seqno, last_to_leave)
+        {
+            Ok(()) => info!(
+                seqno = ?seqno.map(|s| s.0),
+                safe_to_bootstrap = last_to_leave && seqno.is_some(),
+                "clean stop recorded in grastate.dat"
+            ),
+            Err(e) => tracing::error!("recording the clean stop: {e}"),
+        }
     }
 }
 
-fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
+/// Start-up checks that need the backend: its `certus.state` agrees with the other witnesses;
+/// then the uuid is recorded everywhere and grastate.dat says the node is running.
+async fn adopt_identity(
+    config: &NodeConfig,
+    preflight: &crate::recovery::Preflight,
+    backend: &Backend,
+) -> Result<uuid::Uuid, crate::recovery::RecoveryError> {
+    let state = crate::recovery::backend_state(&backend.pool).await?;
+    let uuid = crate::recovery::resolve_uuid(preflight, state, config)?;
+    crate::recovery::mark_running(&config.data_dir, uuid, &backend.pool).await?;
+    info!(%uuid, applied = %state.1, "cluster identity checked");
+    Ok(uuid)
+}
+
+pub(crate) fn auto_increment(config: &NodeConfig) -> backend::managed::AutoIncrement {
     backend::managed::AutoIncrement {
         increment: config.members.len().max(1) as u64,
         offset: config
@@ -333,17 +415,6 @@ async fn follow_auto_increment(
     }
 }
 
-/// The cluster's state UUID (`wsrep_cluster_state_uuid`): derived from the initial membership
-/// and the cluster secret, so every member computes the same one without coordination.
-fn cluster_uuid(config: &NodeConfig) -> String {
-    let mut input = config.cluster_secret.clone();
-    for (id, addr) in &config.members {
-        input.extend_from_slice(format!("{id}={addr};").as_bytes());
-    }
-    let h = xxhash_rust::xxh3::xxh3_128(&input).to_be_bytes();
-    uuid::Builder::from_random_bytes(h).into_uuid().to_string()
-}
-
 /// Galera's local state from this node's place: removed nodes and nodes outside the Primary
 /// component are Initialized, learners and voters still catching up are Joining.
 fn local_state(
@@ -367,6 +438,7 @@ fn local_state(
 /// Builds the closure that computes a live [`status::NodeStatus`] on every call.
 fn status_source(
     config: &NodeConfig,
+    cluster_uuid: uuid::Uuid,
     client_addr: std::net::SocketAddr,
     backend: Backend,
     wp: Arc<WritePath>,
@@ -379,7 +451,7 @@ fn status_source(
         .keys()
         .position(|id| *id == node_id)
         .unwrap_or(0);
-    let uuid = cluster_uuid(config);
+    let uuid = cluster_uuid.hyphenated().to_string();
     Arc::new(move || {
         let summary = wp.raft_summary();
         let place = wp.place();
@@ -411,6 +483,7 @@ fn status_source(
             (false, false) => 1,
         };
         let sh = &wp.shared;
+        let fc = wp.flow.status();
         status::NodeStatus {
             node_name: node_name.clone(),
             node_id,
@@ -436,8 +509,11 @@ fn status_source(
             local_replays: 0,
             replicated: sh.replicated.load(Ordering::Relaxed),
             received: sh.received.load(Ordering::Relaxed),
-            flow_control_paused: 0.0,
-            flow_control_paused_ns: 0,
+            flow_control_paused: fc.paused,
+            flow_control_paused_ns: fc.paused_ns,
+            flow_control_sent: fc.sent,
+            flow_control_recv: fc.recv,
+            flow_control_active: fc.active,
             provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
         }
     })

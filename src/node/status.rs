@@ -80,6 +80,9 @@ pub struct NodeStatus {
     pub received: u64,
     pub flow_control_paused: f64,
     pub flow_control_paused_ns: u64,
+    pub flow_control_sent: u64,
+    pub flow_control_recv: u64,
+    pub flow_control_active: bool,
     pub provider_version: String,
 }
 
@@ -125,9 +128,18 @@ impl NodeStatus {
                 "wsrep_flow_control_paused",
                 format!("{:.6}", self.flow_control_paused),
             ),
-            ("wsrep_flow_control_sent", "0".into()),
-            ("wsrep_flow_control_recv", "0".into()),
-            ("wsrep_flow_control_active", "false".into()),
+            (
+                "wsrep_flow_control_sent",
+                self.flow_control_sent.to_string(),
+            ),
+            (
+                "wsrep_flow_control_recv",
+                self.flow_control_recv.to_string(),
+            ),
+            (
+                "wsrep_flow_control_active",
+                self.flow_control_active.to_string(),
+            ),
             ("wsrep_cert_deps_distance", "1.000000".into()),
             ("wsrep_local_bf_aborts", self.local_bf_aborts.to_string()),
             ("wsrep_local_index", self.local_index.to_string()),

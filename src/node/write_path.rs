@@ -57,6 +57,8 @@ enum Work {
 
 struct ApplyItem {
     seqno: Seqno,
+    /// The node that proposed it (TOI results are compared with the origin's).
+    origin: NodeId,
     origin_xid: Option<String>,
     work: Work,
 }
@@ -147,11 +149,21 @@ impl NodeFsm {
             }
             let _ = self.queue.send(ApplyItem {
                 seqno,
+                origin: ws.origin,
                 origin_xid,
                 work,
             });
         }
     }
+}
+
+/// Why a captured group could not be keyed.
+#[derive(Debug)]
+pub(crate) enum KeysError {
+    /// The rows were written under another schema than the table has now (a TOI ran since):
+    /// the transaction conflicts with that TOI, as certification would decide.
+    SchemaChanged(String),
+    Other(String),
 }
 
 /// A submission that did not reach an outcome.
@@ -176,6 +188,10 @@ pub(crate) struct WritePath {
     /// This node's place in the membership and whether it has caught up, as last sampled.
     place: Arc<Mutex<Place>>,
     primary_task: tokio::task::JoinHandle<()>,
+    /// Every member's latest applied seqno and apply queue (peer progress exchange).
+    pub(crate) progress: Arc<super::progress::Progress>,
+    pub(crate) flow: Arc<super::flow_control::FlowControl>,
+    progress_task: tokio::task::JoinHandle<()>,
 }
 
 /// What the sampler knows about this node's membership and catch-up.
@@ -267,11 +283,16 @@ const INDETERMINATE_GRACE: Duration = Duration::from_secs(5);
 impl WritePath {
     pub(crate) async fn start(
         node: NodeId,
-        repl_cfg: crate::replication::ReplicationConfig,
+        mut repl_cfg: crate::replication::ReplicationConfig,
         peer_listener: tokio::net::TcpListener,
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
+        flow: super::flow_control::FlowControl,
     ) -> Result<WritePath, String> {
+        let progress = Arc::new(super::progress::Progress::new(node, repl_cfg.members.len()));
+        let sink = progress.clone();
+        repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
+        let flow = Arc::new(flow);
         rollback_orphaned_xa(&backend.pool, node).await?;
         tokio::spawn(watch_backend_restarts(
             backend.health_watch(),
@@ -334,8 +355,11 @@ impl WritePath {
             catalog: catalog.clone(),
             pool: pool.clone(),
             registry,
+            progress: progress.clone(),
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
+        let reported = shared.clone();
+        repl_cfg.applied_seqno = Some(Arc::new(move || reported.applied.borrow().0));
         let replication = Replication::start(repl_cfg, fsm, peer_listener)
             .await
             .map_err(|e| format!("replication: {e}"))?;
@@ -350,10 +374,20 @@ impl WritePath {
             place.clone(),
             shared.clone(),
         ));
+        let progress_task = tokio::spawn(report_progress(
+            progress.clone(),
+            flow.clone(),
+            replication.gossip_sender(),
+            shared.clone(),
+            backend.health_watch(),
+        ));
         Ok(WritePath {
             primary,
             place,
             primary_task,
+            progress,
+            flow,
+            progress_task,
             node,
             replication: tokio::sync::RwLock::new(Some(replication)),
             capture,
@@ -427,17 +461,51 @@ impl WritePath {
         })
     }
 
-    pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
-        self.capture.take(gtid, CAPTURE_TIMEOUT).await
-    }
-
-    /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
-    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, String> {
+    /// A table's schema facts (engine, primary key, ...) from the catalog, for strict mode.
+    pub(crate) async fn table_facts(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Arc<Table>>, String> {
+        if let Some(t) = self.catalog.get(schema, table) {
+            return Ok(Some(t));
+        }
         let mut conn = self
             .pool
             .get_conn()
             .await
             .map_err(|e| format!("catalog: {e}"))?;
+        self.catalog
+            .table(&mut conn, schema, table)
+            .await
+            .map_err(|e| format!("catalog: {e}"))
+    }
+
+    pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
+        self.capture.take(gtid, CAPTURE_TIMEOUT).await
+    }
+
+    /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
+    /// Row images whose width is not the table's (a TOI changed it since they were written)
+    /// are `SchemaChanged`, after one retry with a freshly loaded catalog.
+    pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        match self.try_keys_for(group).await {
+            Err(KeysError::SchemaChanged(_)) => {
+                // The cache may hold a table loaded just before a TOI ran: reload and retry.
+                self.catalog.invalidate_all();
+                self.try_keys_for(group).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, KeysError> {
+        let other = KeysError::Other;
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| other(format!("catalog: {e}")))?;
         let mut keys = Vec::new();
         let mut metas: HashMap<(String, String), TableMeta> = HashMap::new();
         for stmt in &group.statements {
@@ -448,17 +516,28 @@ impl WritePath {
                         .catalog
                         .table(&mut conn, &row.schema, &row.table)
                         .await
-                        .map_err(|e| format!("catalog: {e}"))?
+                        .map_err(|e| other(format!("catalog: {e}")))?
                         .ok_or_else(|| {
-                            format!("table {}.{} is not in the catalog", row.schema, row.table)
+                            // Dropped or renamed by a TOI since the row was written.
+                            KeysError::SchemaChanged(format!(
+                                "table {}.{} is not in the catalog",
+                                row.schema, row.table
+                            ))
                         })?;
-                    let meta = table_meta(&self.catalog, &mut conn, &table).await?;
+                    let meta = table_meta(&self.catalog, &mut conn, &table)
+                        .await
+                        .map_err(other)?;
                     metas.insert(id.clone(), meta);
                 }
                 let Some(meta) = metas.get(&id) else { continue };
                 let table = self.catalog.get(&row.schema, &row.table);
-                let change = row_change(row, table.as_deref())?;
-                writeset::row_keys(meta, &change, &mut keys).map_err(|e| format!("keys: {e}"))?;
+                let change = row_change(row, table.as_deref()).map_err(other)?;
+                writeset::row_keys(meta, &change, &mut keys).map_err(|e| match e {
+                    writeset::KeyError::ImageWidth { .. } => {
+                        KeysError::SchemaChanged(e.to_string())
+                    }
+                    e => other(format!("keys: {e}")),
+                })?;
             }
         }
         writeset::normalize_keys(&mut keys);
@@ -470,6 +549,11 @@ impl WritePath {
         let bytes = ws
             .encode()
             .map_err(|e| SubmitError::Definite(format!("encoding: {e}")))?;
+        // Flow control: wait while a live node's apply queue is over fc_limit (DESIGN §10).
+        let paused = self.flow.wait().await;
+        if !paused.is_zero() {
+            tracing::debug!(?paused, "writer paused by flow control");
+        }
         let xid = ws.xid.0.clone();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.shared.waiters.lock() {
@@ -525,6 +609,14 @@ impl WritePath {
         }
     }
 
+    /// Tells the other members this node is stopping cleanly; true when it is the last to leave.
+    pub(crate) async fn announce_leaving(&self) -> bool {
+        match self.replication.read().await.as_ref() {
+            Some(r) => r.announce_leaving(Duration::from_secs(2)).await,
+            None => false,
+        }
+    }
+
     pub(crate) async fn shutdown(&self) {
         if let Some(r) = self.replication.write().await.take() {
             r.shutdown().await;
@@ -532,6 +624,7 @@ impl WritePath {
         self.capture.stop();
         self.apply_task.abort();
         self.primary_task.abort();
+        self.progress_task.abort();
     }
 }
 
@@ -750,6 +843,7 @@ struct ApplyCtx {
     catalog: Catalog,
     pool: mysql_async::Pool,
     registry: Arc<Registry>,
+    progress: Arc<super::progress::Progress>,
 }
 
 /// How the apply of one write set ended.
@@ -863,6 +957,10 @@ async fn apply_loop(
     while let Some(item) = rx.recv().await {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
+        if failed.is_none() {
+            // The progress exchange may have found this node's TOI result to be a minority one.
+            failed = shared.inconsistent.borrow().clone();
+        }
         if let Some(reason) = &failed {
             shared.notify(xid, Outcome::NodeFailed(reason.clone()));
             continue;
@@ -909,9 +1007,50 @@ async fn apply_loop(
                 Outcome::NodeFailed(reason)
             }
         };
+        if let Work::Toi(_) = &item.work {
+            match &outcome {
+                Outcome::Committed { .. } => ctx.progress.record_toi(seqno, item.origin, 0),
+                Outcome::ToiRefused { code, .. } => {
+                    ctx.progress.record_toi(seqno, item.origin, *code)
+                }
+                Outcome::Aborted { .. } | Outcome::NodeFailed(_) => {}
+            }
+        }
         shared.applied.send_replace(seqno);
         shared.notify(xid, outcome);
     }
+}
+
+/// The progress reporter of this node: its applied seqno and apply queue, asking for flow
+/// control only while it is in sync (backend up, consistent).
+async fn report_progress(
+    progress: Arc<super::progress::Progress>,
+    flow: Arc<super::flow_control::FlowControl>,
+    gossip: crate::replication::GossipSender,
+    shared: Arc<Shared>,
+    health: watch::Receiver<crate::backend::Health>,
+) {
+    let local = {
+        let shared = shared.clone();
+        move || super::progress::LocalView {
+            applied: *shared.applied.borrow(),
+            queue: shared.queued.load(Ordering::Relaxed),
+            can_ask: shared.inconsistent.borrow().is_none()
+                && *health.borrow() == crate::backend::Health::Up,
+        }
+    };
+    let on_inconsistent = move |reason: String| {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        shared.inconsistent.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    };
+    super::progress::run_reporter(progress, flow, gossip, local, on_inconsistent).await;
 }
 
 #[cfg(test)]

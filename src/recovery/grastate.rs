@@ -12,7 +12,6 @@
 
 use crate::ids::Seqno;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -25,7 +24,7 @@ const VERSION: &str = "2.1";
 /// The saved state of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Grastate {
-    /// The cluster state UUID; nil while the node runs or after a crash, as in Galera.
+    /// The cluster state UUID (kept while the node runs and after a crash, as Galera 4 does).
     pub uuid: Uuid,
     /// The applied seqno after a clean shutdown; `None` (written `-1`) while running.
     pub seqno: Option<Seqno>,
@@ -155,29 +154,12 @@ impl Grastate {
     /// never a torn one: write a temporary file in the same directory, fsync it, rename it
     /// over `path`, fsync the directory so that the rename itself is durable.
     pub fn write_atomic(&self, path: &Path) -> Result<(), GrastateError> {
-        let io_err = |p: &Path| {
-            let p = p.to_owned();
-            move |source| GrastateError::Io { path: p, source }
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.tmp"));
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(self.render().as_bytes())
-            .map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&dir))?;
-        Ok(())
+        super::write_file_atomic(path, self.render().as_bytes()).map_err(|source| {
+            GrastateError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 }
 

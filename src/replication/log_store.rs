@@ -47,6 +47,10 @@ pub enum LogStoreError {
     Decode { record: usize, reason: String },
     #[error("raft log has a hole: index {expected} expected, {found} found")]
     Hole { expected: u64, found: u64 },
+    #[error("the raft log is empty: this node holds no cluster state to bootstrap from")]
+    Empty,
+    #[error("raft log: {0}")]
+    Write(String),
 }
 
 #[derive(Default)]
@@ -306,6 +310,142 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// What a Raft log holds, read without changing it (start-up checks, `certus recover`,
+/// `certus bootstrap`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogSummary {
+    /// No record at all: the node has never joined a cluster.
+    pub pristine: bool,
+    /// `(term, index)` of the last entry.
+    pub last_log: Option<(u64, u64)>,
+    /// The last committed index this node recorded (a lower bound).
+    pub committed: Option<u64>,
+    /// The term of the saved vote.
+    pub vote_term: u64,
+    /// Bytes of a torn final record that the next open will cut (never acknowledged).
+    pub torn_tail_bytes: u64,
+    /// Voters and their addresses in the last membership entry still in the log.
+    pub members: Option<BTreeMap<u64, String>>,
+}
+
+impl Mem {
+    fn summary(&self, records: usize, torn_tail_bytes: u64) -> LogSummary {
+        let members = self.entries.values().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(
+                m.voter_ids()
+                    .filter_map(|id| m.get_node(&id).map(|n| (id, n.addr.clone())))
+                    .collect(),
+            ),
+            _ => None,
+        });
+        LogSummary {
+            pristine: records == 0,
+            last_log: self.last_log_id().map(|l| (l.leader_id.term, l.index)),
+            committed: self.committed.map(|c| c.index),
+            vote_term: self.vote.map_or(0, |v| v.leader_id.term),
+            torn_tail_bytes,
+            members,
+        }
+    }
+}
+
+/// Reads and validates the log in `dir` without writing anything: every record must decode and
+/// the entries must be contiguous; a torn final record is reported, not cut. Refuses a log that
+/// a running node holds open.
+pub fn inspect_log(dir: &Path) -> Result<LogSummary, LogStoreError> {
+    use std::io::Read;
+    let path = dir.join(wal::WAL_FILE);
+    let io_err = |source| {
+        LogStoreError::Wal(WalError::Io {
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Mem::default().summary(0, 0));
+        }
+        Err(e) => return Err(io_err(e)),
+    };
+    if let Err(e) = file.try_lock_shared() {
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => {
+                LogStoreError::Wal(WalError::Locked { path: path.clone() })
+            }
+            std::fs::TryLockError::Error(source) => io_err(source),
+        });
+    }
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf).map_err(io_err)?;
+    let (records, good) = wal::scan(&buf, &path)?;
+    let mut mem = Mem::default();
+    for (i, bytes) in records.iter().enumerate() {
+        let rec: Record = decode(bytes).map_err(|e| LogStoreError::Decode {
+            record: i,
+            reason: e.to_string(),
+        })?;
+        mem.replay(rec);
+    }
+    mem.check_contiguous()?;
+    Ok(mem.summary(records.len(), (buf.len() - good) as u64))
+}
+
+async fn append_single_voter(
+    store: &LogStore,
+    node_id: u64,
+    addr: String,
+) -> Result<(), LogStoreError> {
+    let write = |e: StorageError| LogStoreError::Write(e.to_string());
+    let bytes = {
+        let mem = store.mem().map_err(write)?;
+        let last = mem.last_log_id().ok_or(LogStoreError::Empty)?;
+        let term = mem
+            .vote
+            .map_or(0, |v| v.leader_id.term)
+            .max(last.leader_id.term)
+            + 1;
+        let membership = openraft::Membership::new(
+            vec![[node_id].into()],
+            BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]),
+        );
+        let entry = Entry {
+            log_id: openraft::LogId::new(
+                openraft::CommittedLeaderId::new(term, node_id),
+                last.index + 1,
+            ),
+            payload: EntryPayload::Membership(membership),
+        };
+        let mut bytes = LogStore::framed(&Record::Entry(entry)).map_err(write)?;
+        bytes.extend(LogStore::framed(&Record::Vote(Vote::new(term, node_id))).map_err(write)?);
+        bytes
+    };
+    store
+        .wal
+        .write_durable(bytes)
+        .await
+        .map_err(|e| LogStoreError::Write(e.to_string()))
+}
+
+/// `certus bootstrap`: makes this node the only voter of its cluster, keeping its log. Appends a
+/// membership entry `{node_id: addr}` as the leader of a new term and votes for itself in that
+/// term, both fsynced. At the next start openraft takes the newest membership in the log, so the
+/// node elects itself and commits everything its log holds. The node must be stopped (the log is
+/// locked while a node runs).
+pub async fn reset_membership_to(
+    dir: &Path,
+    node_id: u64,
+    addr: String,
+) -> Result<LogSummary, LogStoreError> {
+    let (store, _, closed) = LogStore::open(dir, node_id, AppendWatch::default())?;
+    let written = append_single_voter(&store, node_id, addr).await;
+    // Close the log (and release its lock) on every path before reporting.
+    drop(store);
+    closed.wait().await;
+    written?;
+    inspect_log(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +574,69 @@ mod tests {
         drop(s);
         closed.wait().await;
         assert!(LogStore::open(dir.path(), 1, AppendWatch::default()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn inspect_reports_without_changing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(inspect_log(dir.path()).unwrap().pristine);
+        let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        append_durable(&mut s, (1..=3).map(|i| entry(2, i, b"payload")).collect()).await;
+        s.save_vote(&Vote::new(4, 1)).await.unwrap();
+        // A running node holds the log: inspecting it is refused.
+        assert!(matches!(
+            inspect_log(dir.path()),
+            Err(LogStoreError::Wal(WalError::Locked { .. }))
+        ));
+        drop(s);
+        closed.wait().await;
+        let path = dir.path().join(wal::WAL_FILE);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 2]).unwrap();
+        let torn = std::fs::read(&path).unwrap();
+        let summary = inspect_log(dir.path()).unwrap();
+        assert!(!summary.pristine);
+        // The torn record was the vote: the last entry is intact.
+        assert_eq!(summary.last_log, Some((2, 3)));
+        assert!(summary.torn_tail_bytes > 0);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            torn,
+            "inspect must not cut the tail"
+        );
+        let mut bad = whole.clone();
+        bad[20] ^= 0x55;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            inspect_log(dir.path()),
+            Err(LogStoreError::Wal(WalError::Corrupt { offset: 0, .. }))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bad);
+    }
+
+    #[tokio::test]
+    async fn reset_membership_appends_a_single_voter_config_in_a_new_term() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            reset_membership_to(dir.path(), 1, "a:1".into()).await,
+            Err(LogStoreError::Empty)
+        ));
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=5).map(|i| entry(3, i, b"x")).collect()).await;
+            s.save_vote(&Vote::new(4, 2)).await.unwrap();
+            closed
+        };
+        closed.wait().await;
+        let after = reset_membership_to(dir.path(), 1, "127.0.0.1:9".into())
+            .await
+            .unwrap();
+        assert_eq!(after.last_log, Some((5, 6)));
+        assert_eq!(after.vote_term, 5);
+        assert_eq!(after.members, Some([(1, "127.0.0.1:9".to_owned())].into()));
+        // The entries before it are kept.
+        let (mut s, _, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(indexes(&mut s).await, vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

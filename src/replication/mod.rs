@@ -34,6 +34,7 @@ mod error;
 mod log_store;
 mod membership;
 mod network;
+mod peer_info;
 mod server;
 mod state_machine;
 mod types;
@@ -52,8 +53,9 @@ use tokio::task::JoinHandle;
 use crate::ids::NodeId;
 
 pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartError};
-pub use log_store::LogStoreError;
+pub use log_store::{inspect_log, reset_membership_to, LogStoreError, LogSummary};
 pub use membership::{cluster_admin, AdminError, AdminOp, MembershipView};
+pub use peer_info::{ask_peers, AppliedSeqnoSource, PeerIdentity};
 pub use state_machine::{Fsm, SnapshotFileError};
 pub use types::Position;
 pub use wal::WalError;
@@ -103,6 +105,61 @@ pub struct ReplicationConfig {
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Join an existing cluster: never initialize; wait for a leader to add this node.
     pub join: bool,
+    /// The cluster state UUID this node answers peers with (`peer_info`); the node resolves it.
+    pub cluster_uuid: String,
+    /// The local applied seqno, reported to peers that ask.
+    pub applied_seqno: Option<AppliedSeqnoSource>,
+    /// Receives every authenticated peer's gossip (`GossipSender::send`); None drops it.
+    pub gossip_sink: Option<GossipSink>,
+}
+
+/// Where gossip from peers goes: called on the peer server's task, so it must not block.
+pub type GossipSink = Arc<dyn Fn(NodeId, &[u8]) + Send + Sync>;
+
+/// Sends gossip (opaque bytes, e.g. the node's progress report) to one peer over the
+/// authenticated peer transport. Cheap to clone; usable from any task.
+///
+/// Targets and their addresses come from the Raft membership in effect, so nodes added or
+/// removed online are included or dropped at once.
+#[derive(Clone)]
+pub struct GossipSender {
+    peers: Arc<Peers>,
+    metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    self_id: NodeId,
+}
+
+impl GossipSender {
+    /// Every member (voter or learner) but this node.
+    pub fn targets(&self) -> Vec<NodeId> {
+        let m = self.metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| NodeId(*id))
+            .filter(|id| *id != self.self_id)
+            .collect()
+    }
+
+    /// One gossip message to `target`, bounded by `ttl` once written.
+    pub async fn send(&self, target: NodeId, bytes: Vec<u8>, ttl: Duration) -> Result<(), String> {
+        let addr = {
+            let m = self.metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&target.0)
+                .map(|n| n.addr.clone())
+        }
+        .ok_or_else(|| format!("node {} is not a member", target.0))?;
+        match self
+            .peers
+            .call(target.0, &addr, &PeerRequest::Gossip(bytes), ttl)
+            .await
+        {
+            Ok(PeerResponse::Gossip) => Ok(()),
+            Ok(_) => Err("out-of-protocol answer to gossip".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -116,6 +173,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("election_timeout_min", &self.election_timeout_min)
             .field("election_timeout_max", &self.election_timeout_max)
             .field("snapshot_policy", &self.snapshot_policy)
+            .field("cluster_uuid", &self.cluster_uuid)
             .field("join", &self.join)
             .finish_non_exhaustive()
     }
@@ -148,6 +206,9 @@ impl ReplicationConfig {
             connect_timeout: Duration::from_secs(1),
             peer_source_ip: None,
             join: false,
+            cluster_uuid: String::new(),
+            applied_seqno: None,
+            gossip_sink: None,
         }
     }
 
@@ -245,6 +306,23 @@ fn is_primary(
     }
 }
 
+fn primary_probe(
+    raft: &RaftNode,
+    cfg: &ReplicationConfig,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let metrics = raft.metrics();
+    let election = cfg.election_timeout_max.as_millis() as u64;
+    move || {
+        let m = metrics.borrow();
+        is_primary(
+            m.state,
+            m.millis_since_quorum_ack,
+            m.current_leader.is_some(),
+            election,
+        )
+    }
+}
+
 pub struct Replication {
     node_id: NodeId,
     raft: RaftNode,
@@ -254,6 +332,7 @@ pub struct Replication {
     tasks: Vec<JoinHandle<()>>,
     wal_closed: Option<wal::WalClosed>,
     cfg: ReplicationConfig,
+    identity: Arc<peer_info::LocalIdentity>,
 }
 
 impl Replication {
@@ -306,13 +385,22 @@ impl Replication {
             limits,
             shutdown_rx.clone(),
         );
+        let identity = Arc::new(peer_info::LocalIdentity::new(
+            id,
+            cfg.cluster_uuid.clone(),
+            cfg.applied_seqno.clone(),
+            Box::new(primary_probe(&raft, &cfg)),
+            cfg.election_timeout_max,
+        ));
         let ctx = Arc::new(ServerCtx {
+            identity: identity.clone(),
             self_id: id,
             secret,
             raft: raft.clone(),
             peers: peers.clone(),
             batcher: batcher.clone(),
             propose_timeout: cfg.propose_timeout,
+            gossip: cfg.gossip_sink.clone(),
         });
         let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx));
 
@@ -325,6 +413,7 @@ impl Replication {
             tasks: vec![batcher_task, server_task],
             wal_closed: Some(wal_closed),
             cfg,
+            identity,
         };
         replication.initialize_if_pristine().await?;
         Ok(replication)
@@ -364,6 +453,16 @@ impl Replication {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// A handle that sends gossip to the configured members (addresses from the config:
+    /// membership changes are not implemented).
+    pub fn gossip_sender(&self) -> GossipSender {
+        GossipSender {
+            peers: self.peers.clone(),
+            metrics: self.raft.metrics(),
+            self_id: self.node_id,
+        }
     }
 
     /// Submits one proposal from any node (followers forward to the leader) and resolves once
@@ -458,6 +557,11 @@ impl Replication {
         }
     }
 
+    /// A cheap probe of "is this node in the Primary component", usable from another task.
+    pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        primary_probe(&self.raft, &self.cfg)
+    }
+
     /// The membership as this node sees it.
     pub fn membership(&self) -> MembershipView {
         membership::view(&self.raft)
@@ -495,6 +599,31 @@ impl Replication {
             membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
             is_primary,
         }
+    }
+
+    /// Tells every other member that this node is stopping cleanly, and says whether it is the
+    /// last member to leave (`peer_info::last_to_leave`): grastate.dat's `safe_to_bootstrap`.
+    /// Call before `shutdown`, while this node still answers its peers.
+    pub async fn announce_leaving(&self, within: Duration) -> bool {
+        self.identity.set_leaving();
+        let me = self.identity.current(&self.raft);
+        let others: BTreeMap<NodeId, String> = self
+            .metrics()
+            .members
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .collect();
+        let answers = peer_info::call_all(
+            self.peers.clone(),
+            &others,
+            PeerRequest::Leaving(me.clone()),
+            within,
+        )
+        .await;
+        let ids: Vec<u64> = others.keys().map(|n| n.0).collect();
+        let last = peer_info::last_to_leave(&me, &ids, &answers, &self.identity.departures());
+        tracing::info!(last, position = %me.describe_position(), "announced a clean stop to peers");
+        last
     }
 
     /// Stops serving peers, answers queued proposals with `ShuttingDown`, lets in-flight ones

@@ -43,6 +43,7 @@ use tokio::time::timeout;
 
 use super::error::{ProposeError, ReadIndexError};
 use super::membership::{AdminRequest, MembershipView};
+use super::peer_info::PeerIdentity;
 use super::types::{decode, encode, Position, TypeConfig};
 
 pub(crate) const MAGIC: &[u8; 8] = b"CERTUSP1";
@@ -65,6 +66,13 @@ pub(crate) enum PeerRequest {
     /// Proposals a follower forwards to the leader; answered with the first one's position.
     Forward(Vec<Vec<u8>>),
     ReadIndex,
+    /// Who are you (`peer_info`); sent by a node that is starting.
+    Identify,
+    /// The caller is stopping cleanly at this position (`peer_info::last_to_leave`).
+    Leaving(PeerIdentity),
+    /// A node's status gossip (applied seqno, apply queue, ...): opaque to this layer, handed to
+    /// the node's gossip sink (`ReplicationConfig::gossip_sink`).
+    Gossip(Vec<u8>),
     /// A membership change or query, from an operator or forwarded by a peer to the leader.
     Admin(AdminRequest),
 }
@@ -76,6 +84,10 @@ pub(crate) enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Forward(Result<Position, ProposeError>),
     ReadIndex(Result<u64, ReadIndexError>),
+    Identify(PeerIdentity),
+    /// The receiver's own identity, after recording the caller's departure.
+    Leaving(PeerIdentity),
+    Gossip,
     Admin(Result<MembershipView, String>),
 }
 

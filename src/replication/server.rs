@@ -22,6 +22,7 @@ use super::network::{
     accept_handshake, read_frame, write_frame, PeerRequest, PeerResponse, Peers, ADMIN_CLIENT_ID,
     HANDSHAKE_TIMEOUT,
 };
+use super::peer_info::LocalIdentity;
 use super::stopped;
 use super::types::RaftNode;
 
@@ -37,6 +38,8 @@ pub(crate) struct ServerCtx {
     pub(crate) peers: Arc<Peers>,
     pub(crate) batcher: BatcherHandle,
     pub(crate) propose_timeout: Duration,
+    pub(crate) identity: Arc<LocalIdentity>,
+    pub(crate) gossip: Option<super::GossipSink>,
 }
 
 /// Runs until `shutdown` turns true; then every connection task is dropped with the JoinSet.
@@ -71,20 +74,12 @@ pub(crate) async fn serve(
 
 async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let nodes: std::collections::BTreeSet<u64> = {
-        let m = ctx.raft.metrics();
-        let m = m.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect()
-    };
+    // Any node that proves the secret may ask who we are (a new member learns the cluster uuid
+    // before it is added); what else it may send is decided per request from the membership in
+    // effect (`admitted`), so nodes added or removed online are admitted or refused at once.
     let peer = match timeout(
         HANDSHAKE_TIMEOUT,
-        accept_handshake(&mut stream, &ctx.secret, ctx.self_id, |id| {
-            membership::admits(&nodes, ctx.self_id, id)
-        }),
+        accept_handshake(&mut stream, &ctx.secret, ctx.self_id, |_| true),
     )
     .await
     {
@@ -103,8 +98,11 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
             Ok(r) => r?,
             Err(_) => return Ok(()),
         };
-        if peer == ADMIN_CLIENT_ID && !matches!(req, PeerRequest::Admin(_)) {
-            tracing::warn!("an admin connection sent a peer message; closing it");
+        if !admitted(&ctx, peer, &req) {
+            tracing::warn!(
+                peer,
+                "a node that is not a member (or an admin connection) sent a peer request; closing"
+            );
             return Ok(());
         }
         let resp = dispatch(&ctx, peer, req).await;
@@ -115,6 +113,7 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
 async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse {
     match req {
         PeerRequest::AppendEntries(rpc) => {
+            ctx.identity.note_append_entries();
             PeerResponse::AppendEntries(ctx.raft.append_entries(rpc).await)
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(ctx.raft.vote(rpc).await),
@@ -132,7 +131,47 @@ async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse 
             }))
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(local_read_index(&ctx.raft).await),
+        PeerRequest::Identify => {
+            ctx.identity.peer_started(peer);
+            PeerResponse::Identify(ctx.identity.current(&ctx.raft))
+        }
+        PeerRequest::Leaving(who) => {
+            if who.node_id == peer {
+                tracing::info!(peer, position = %who.describe_position(), "peer is stopping cleanly");
+                ctx.identity.peer_left(who);
+            }
+            PeerResponse::Leaving(ctx.identity.current(&ctx.raft))
+        }
+        PeerRequest::Gossip(bytes) => {
+            if let Some(sink) = &ctx.gossip {
+                sink(crate::ids::NodeId(peer), &bytes);
+            }
+            PeerResponse::Gossip
+        }
         PeerRequest::Admin(req) => PeerResponse::Admin(admin(ctx, req).await),
+    }
+}
+
+/// Whether `peer` may send `req`. `Identify` is open to anyone who proved the secret (a node
+/// not yet added learns the cluster uuid with it); an admin connection may send only membership
+/// requests; everything else needs membership in the Raft configuration in effect
+/// (`membership::admits`), so a removed node that keeps campaigning cannot disturb the cluster.
+fn admitted(ctx: &ServerCtx, peer: u64, req: &PeerRequest) -> bool {
+    let member = || {
+        let m = ctx.raft.metrics();
+        let m = m.borrow();
+        let nodes: std::collections::BTreeSet<u64> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        membership::admits(&nodes, ctx.self_id, peer)
+    };
+    match req {
+        PeerRequest::Identify => true,
+        PeerRequest::Admin(_) => peer == ADMIN_CLIENT_ID || member(),
+        _ => peer != ADMIN_CLIENT_ID && member(),
     }
 }
 

@@ -574,3 +574,39 @@ async fn throughput() {
         cluster.shutdown_all().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_with_the_secret_may_only_ask_who_a_node_is() {
+    let cluster = Cluster::start(3, |cfg| cfg.cluster_uuid = "the-cluster".into()).await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let target: BTreeMap<NodeId, String> =
+        [(NodeId(1), cluster.members[&NodeId(1)].clone())].into();
+    // A node that is not (yet) a member learns the cluster uuid and position.
+    let answers = super::ask_peers(NodeId(42), SECRET, None, &target, Duration::from_secs(5)).await;
+    let who = answers[&1].as_ref().expect("identify answered");
+    assert_eq!(who.cluster_uuid, "the-cluster");
+    assert_eq!(who.node_id, 1);
+    assert!(who.last_log.is_some());
+    // Anything else from it closes the connection.
+    let peers = super::network::Peers::new(42, SECRET.into(), Duration::from_secs(2), None);
+    let r = peers
+        .call(
+            1,
+            &target[&NodeId(1)],
+            &PeerRequest::ReadIndex,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(r.is_err(), "a non-member got an answer to ReadIndex");
+    // Without the secret it learns nothing.
+    let answers = super::ask_peers(
+        NodeId(42),
+        b"wrong-secret-0123456789",
+        None,
+        &target,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answers[&1].is_err());
+    cluster.shutdown_all().await;
+}

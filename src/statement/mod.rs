@@ -19,6 +19,7 @@ mod classify;
 mod lexer;
 mod rewrite;
 mod split;
+mod targets;
 pub mod wsrep;
 
 pub use classify::{
@@ -27,26 +28,13 @@ pub use classify::{
 };
 pub use rewrite::rewrite_connection_id;
 pub use split::split;
+pub use targets::write_targets;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// xorshift64*: a fixed-seed generator so that a failure reproduces exactly.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// Fragments that steer random input into the interesting lexer and grammar states
     /// (unterminated quotes and comments, executable comments, block keywords).

@@ -192,19 +192,7 @@ mod tests {
 
     #[test]
     fn conflict_matrix_matches_galera_cells() {
-        use KeyKind::*;
-        let expected = [
-            (Exclusive, Exclusive, true),
-            (Exclusive, Update, true),
-            (Exclusive, Reference, true),
-            (Update, Exclusive, true),
-            (Update, Update, true),
-            (Update, Reference, false),
-            (Reference, Exclusive, true),
-            (Reference, Update, false),
-            (Reference, Reference, false),
-        ];
-        for (committed, incoming, conflict) in expected {
+        for (committed, incoming, conflict) in crate::writeset::fixtures::GALERA_CONFLICT_CELLS {
             assert_eq!(
                 committed.conflicts_with(incoming),
                 conflict,

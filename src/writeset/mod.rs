@@ -7,6 +7,8 @@
 
 mod canonical;
 mod codec;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod key;
 mod rows;
 

@@ -301,59 +301,9 @@ fn index_hash(
 
 #[cfg(test)]
 mod tests {
-    use super::super::canonical::Collation;
+    use super::super::fixtures::{child_meta, ci, parent_meta};
     use super::super::key::{normalize_keys, KeyKind};
     use super::*;
-
-    /// `shop.parent(id INT UNSIGNED PRIMARY KEY, code VARCHAR UNIQUE general_ci, v INT)`
-    fn parent_meta() -> TableMeta {
-        TableMeta {
-            schema: "shop".into(),
-            table: "parent".into(),
-            columns: vec!["id".into(), "code".into(), "v".into()],
-            primary_key: Some(vec![IndexColumn::full(0)]),
-            unique_keys: vec![IndexMeta {
-                name: "code".into(),
-                columns: vec![IndexColumn::full(1)],
-            }],
-            referenced_indexes: vec![],
-            foreign_keys: vec![],
-        }
-    }
-
-    /// `shop.child(id INT PRIMARY KEY, parent_id INT REFERENCES parent(id),
-    ///  parent_code VARCHAR REFERENCES parent(code))`
-    fn child_meta() -> TableMeta {
-        TableMeta {
-            schema: "shop".into(),
-            table: "child".into(),
-            columns: vec!["id".into(), "parent_id".into(), "parent_code".into()],
-            primary_key: Some(vec![IndexColumn::full(0)]),
-            unique_keys: vec![],
-            referenced_indexes: vec![],
-            foreign_keys: vec![
-                ForeignKeyMeta {
-                    columns: vec![1],
-                    parent_schema: "shop".into(),
-                    parent_table: "parent".into(),
-                    parent_index: "PRIMARY".into(),
-                },
-                ForeignKeyMeta {
-                    columns: vec![2],
-                    parent_schema: "shop".into(),
-                    parent_table: "parent".into(),
-                    parent_index: "code".into(),
-                },
-            ],
-        }
-    }
-
-    fn ci(s: &str) -> CellValue {
-        CellValue::Text {
-            bytes: s.as_bytes().to_vec(),
-            collation: Collation::from_name("utf8mb4_general_ci"),
-        }
-    }
 
     fn keys_of(meta: &TableMeta, change: &RowChange) -> Vec<Key> {
         let mut out = Vec::new();

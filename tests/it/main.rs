@@ -1,7 +1,9 @@
 //! certus's integration tests: one binary, real MariaDB servers, nodes in-process on port 0.
 
 mod client_edge;
+mod galera;
 mod harness;
 mod membership;
+mod recovery;
 mod replication;
 mod status;

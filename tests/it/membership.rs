@@ -368,7 +368,7 @@ async fn grow_from_three_to_five_and_shrink_back_under_write_load() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Grow: node 4 through a library call, node 5 through the command line.
-    let n4 = TestNode::start_joining(4).await;
+    let n4 = TestNode::start_joining(4, &[c.node(0)]).await;
     assert_refuses_clients(&n4).await;
     assert_eq!(clustercheck_code(&n4).await, 503, "a joiner is not synced");
     // A joiner never forms a cluster of its own: after more than an election timeout alone it
@@ -414,13 +414,23 @@ async fn grow_from_three_to_five_and_shrink_back_under_write_load() {
     );
     grow(c.node(1), &n4, false).await;
     c.nodes.push(n4);
-    let n5 = TestNode::start_joining(5).await;
+    let n5 = TestNode::start_joining(5, &[c.node(1), c.node(2)]).await;
     grow(c.node(2), &n5, true).await;
     c.nodes.push(n5);
     let grown = wait_cluster_size(&c.nodes.iter().collect::<Vec<_>>(), 5).await;
     assert!(
         grown.iter().min() > before.iter().max(),
         "conf ids did not move with the membership: {before:?} -> {grown:?}"
+    );
+    // The new members learned the cluster's state UUID; they did not make one up.
+    let mut uuids = BTreeSet::new();
+    for n in &c.nodes {
+        uuids.insert(get(&status_of(n).await, "wsrep_cluster_state_uuid"));
+    }
+    assert_eq!(
+        uuids.len(),
+        1,
+        "members disagree on the cluster uuid: {uuids:?}"
     );
     wait_auto_increment(c.node(0), (5, 1)).await;
     wait_auto_increment(c.node(3), (5, 4)).await;

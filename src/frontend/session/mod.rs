@@ -67,6 +67,7 @@ enum End {
 }
 
 mod privilege;
+mod strict;
 mod txn;
 
 pub(crate) struct Session {
@@ -424,6 +425,20 @@ impl Session {
                 (route(&st), st)
             })
             .collect();
+        // Strict mode: refuse writes to tables the cluster cannot replicate, before any runs.
+        let writes: Vec<&[u8]> = ranges
+            .iter()
+            .zip(&routes)
+            .filter(|(_, (r, _))| *r == Route::Write)
+            .map(|(range, _)| &sql[range.clone()])
+            .collect();
+        if !writes.is_empty() {
+            let fe = self.fe.clone();
+            let db = self.db.clone();
+            if let Some(e) = strict::strict_refusal(&fe, db.as_deref(), &writes).await {
+                return self.reply_error(&packet, &e).await;
+            }
+        }
         if routes.len() > 1 {
             return self.multi_statement(packet, &routes).await;
         }
@@ -438,6 +453,9 @@ impl Session {
     async fn run_routed(&mut self, packet: Packet, r: Route, st: &Statement) -> Result<(), End> {
         let seq = packet.next_seq();
         if let Route::Reject(what) = r {
+            if !self.fe.not_ready() && self.ignore_with_warning(&packet, st).await? {
+                return Ok(());
+            }
             return self
                 .reply_error(&packet, &ClientError::NotSupported(what))
                 .await;
@@ -585,6 +603,14 @@ impl Session {
             let e = ClientError::NotSupported("DDL as a prepared statement through certus");
             return self.reply_error(&packet, &e).await;
         }
+        if r == Route::Write {
+            let text = packet.payload.get(1..).unwrap_or_default();
+            let fe = self.fe.clone();
+            let db = self.db.clone();
+            if let Some(e) = strict::strict_refusal(&fe, db.as_deref(), &[text]).await {
+                return self.reply_error(&packet, &e).await;
+            }
+        }
         let (packets, ok) = self.relay_buffered(&packet, Shape::Prepare).await?;
         if ok {
             if let Some(id) = packets.first().and_then(|(p, _)| p.payload.get(1..5)) {
@@ -623,6 +649,19 @@ impl Session {
             .and_then(|id| self.prepared.get(&id))
             .map(|p| (p.route.clone(), p.statement.clone()))
             .unwrap_or((Route::Write, Statement::Other));
+        if r == Route::Write {
+            // Checked again at each execution: a TOI may have changed the table's engine.
+            let text = stmt_id(&packet)
+                .and_then(|id| self.prepared.get(&id))
+                .map(|p| p.text.clone());
+            if let Some(text) = text {
+                let fe = self.fe.clone();
+                let db = self.db.clone();
+                if let Some(e) = strict::strict_refusal(&fe, db.as_deref(), &[&text]).await {
+                    return self.reply_error(&packet, &e).await;
+                }
+            }
+        }
         self.run_routed(packet, r, &st).await
     }
 

@@ -284,7 +284,12 @@ impl Session {
         };
         let keys = match self.fe.write_path.keys_for(&group).await {
             Ok(k) => k,
-            Err(e) => {
+            Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
+                // Galera's TOI would have brute-force aborted it: the client retries.
+                tracing::debug!("transaction written under a schema a TOI changed: {why}");
+                return Ok(Err(Refusal::Client(ClientError::Deadlock)));
+            }
+            Err(crate::node::write_path::KeysError::Other(e)) => {
                 tracing::error!("certification keys for a committing transaction: {e}");
                 return Ok(Err(Refusal::Client(ClientError::NotReady)));
             }

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use certus::config::{BackendMode, RawNodeConfig};
 use certus::node::Node;
 use std::net::SocketAddr;
@@ -89,8 +91,10 @@ fn build_template() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let result = build_template_in(&root);
-    // The template keeps the backend only: every node starts its own Raft log.
+    // The template keeps the backend only: every node starts its own Raft log and its own
+    // grastate.dat (the template node's cluster uuid must not leak into test clusters).
     let _ = std::fs::remove_dir_all(root.join("raft"));
+    let _ = std::fs::remove_file(root.join("grastate.dat"));
     result?;
     std::fs::write(&marker, key).map_err(|e| e.to_string())?;
     Ok(root)
@@ -191,9 +195,9 @@ impl TestNode {
         Self::start_in(dir, cfg, peers).await
     }
 
-    /// Starts a node whose data dir already holds a copy of the template, and waits until it
-    /// is ready.
-    async fn start_in(
+    /// Starts a node whose data dir already holds a copy of the template (or a stopped node's
+    /// state), and waits until it is ready.
+    pub async fn start_in(
         dir: tempfile::TempDir,
         cfg: certus::config::NodeConfig,
         peers: tokio::net::TcpListener,
@@ -208,15 +212,20 @@ impl TestNode {
     }
 
     /// Starts node `node_id` from a fresh template copy with `join = true` and the test
-    /// cluster's secret. It serves nothing until a member adds it (`certus cluster add-node`),
-    /// so this does not wait for it to be ready.
-    pub async fn start_joining(node_id: u64) -> TestNode {
+    /// cluster's secret; `members` are running members it learns the cluster UUID from. It
+    /// serves nothing until a member adds it (`certus cluster add-node`), so this does not wait
+    /// for it to be ready.
+    pub async fn start_joining(node_id: u64, members: &[&TestNode]) -> TestNode {
         let dir = Self::copy_template();
         let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let mut cfg = node_config(dir.path(), node_id);
-        cfg.members = [(node_id, peers.local_addr().expect("addr").to_string())].into();
+        cfg.members = members
+            .iter()
+            .map(|n| (n.node_id(), n.peer_addr()))
+            .chain([(node_id, peers.local_addr().expect("addr").to_string())])
+            .collect();
         cfg.join = true;
         cfg.cluster_secret = CLUSTER_SECRET.to_vec();
         Self::launch(dir, cfg, peers).await
@@ -285,8 +294,27 @@ impl TestNode {
         Self::start_in(old, cfg, peers).await
     }
 
+    /// The config the node was started with.
+    pub fn config(&self) -> &certus::config::NodeConfig {
+        &self.cfg
+    }
+
+    /// Stops the node cleanly and hands back its data dir (deleted when the caller drops it)
+    /// and its config, for tests that restart or tamper with a stopped node.
+    pub async fn stop_keep_dir(mut self) -> (tempfile::TempDir, certus::config::NodeConfig) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        let old = std::mem::replace(&mut self.dir, dir);
+        (old, self.cfg.clone())
+    }
+
     /// A fresh copy of the template data dir.
-    fn copy_template() -> tempfile::TempDir {
+    pub fn copy_template() -> tempfile::TempDir {
         let template = template();
         let dir = tempfile::Builder::new()
             .prefix("certus-it")
@@ -445,6 +473,14 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` nodes with `tweak` applied to every node's config.
+    pub async fn start_with(
+        n: usize,
+        tweak: impl Fn(&mut certus::config::NodeConfig),
+    ) -> TestCluster {
         let mut peers = Vec::new();
         for _ in 0..n {
             peers.push(
@@ -465,6 +501,7 @@ impl TestCluster {
             let mut cfg = node_config(dir.path(), i as u64 + 1);
             cfg.members = members.clone();
             cfg.cluster_secret = CLUSTER_SECRET.to_vec();
+            tweak(&mut cfg);
             starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
         }
         let mut nodes = Vec::new();

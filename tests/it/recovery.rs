@@ -1,0 +1,707 @@
+//! Crash recovery, grastate.dat and the recovery CLI (issue 6): real certus processes and real
+//! MariaDB servers, write load running, ending with every backend's checksums agreeing and
+//! every acknowledged write present exactly once.
+
+use crate::harness::procs::{certus_bin, ProcCluster};
+use crate::harness::{self, TestCluster, TestNode};
+use mysql_async::prelude::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+macro_rules! require_mariadb {
+    () => {
+        if !harness::mariadb_available() {
+            return;
+        }
+    };
+}
+
+macro_rules! require_binary {
+    () => {
+        match certus_bin() {
+            Some(b) => b,
+            None => return,
+        }
+    };
+}
+
+const WRITERS_PER_NODE: usize = 1;
+
+/// What one writer knows for sure at the end.
+#[derive(Debug, Default)]
+struct WriterLog {
+    writer: usize,
+    /// Rows whose INSERT was acknowledged (OK received).
+    acked_ids: Vec<i64>,
+    /// Increments of this writer's counter acknowledged, and sent at all (OK, error or no
+    /// answer): the counter must end between the two, or something was lost or applied twice.
+    acked_incs: u64,
+    sent_incs: u64,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<WriterLog>>,
+}
+
+/// One statement, bounded in time; `Err` means the outcome is unknown or a failure.
+async fn exec(conn: &mut mysql_async::Conn, sql: String) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(30), conn.query_drop(sql)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn writer(opts: mysql_async::Opts, w: usize, stop: Arc<AtomicBool>) -> WriterLog {
+    let mut log = WriterLog {
+        writer: w,
+        ..Default::default()
+    };
+    let mut conn: Option<mysql_async::Conn> = None;
+    let mut k: i64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => {
+                match tokio::time::timeout(
+                    Duration::from_secs(3),
+                    mysql_async::Conn::new(opts.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(c)) => conn = Some(c),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+                continue;
+            }
+        };
+        k += 1;
+        let id = (w as i64) * 10_000_000 + k;
+        let insert = exec(
+            c,
+            format!("INSERT INTO rec.t (id, w, v) VALUES ({id}, {w}, {k})"),
+        )
+        .await;
+        log.sent_incs += 1;
+        let inc = match insert {
+            Ok(()) => {
+                log.acked_ids.push(id);
+                exec(c, format!("UPDATE rec.c SET n = n + 1 WHERE w = {w}")).await
+            }
+            Err(e) => Err(e),
+        };
+        match inc {
+            Ok(()) => log.acked_incs += 1,
+            Err(_) => {
+                // Not Primary, a lost connection or an unknown outcome: start over on a new
+                // connection (the increment may or may not have been sent; `sent_incs` bounds it).
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(c) = conn {
+        let _ = c.disconnect().await;
+    }
+    log
+}
+
+impl Load {
+    fn start(opts: Vec<mysql_async::Opts>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut w = 0;
+        for o in opts {
+            for _ in 0..WRITERS_PER_NODE {
+                tasks.push(tokio::spawn(writer(o.clone(), w, stop.clone())));
+                w += 1;
+            }
+        }
+        Load { stop, tasks }
+    }
+
+    fn writers(&self) -> usize {
+        self.tasks.len()
+    }
+
+    async fn stop(self) -> Vec<WriterLog> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for t in self.tasks {
+            out.push(t.await.expect("writer task"));
+        }
+        out
+    }
+}
+
+async fn setup_schema(opts: mysql_async::Opts, writers: usize) {
+    let mut c = mysql_async::Conn::new(opts).await.expect("connect");
+    c.query_drop("CREATE DATABASE rec").await.unwrap();
+    c.query_drop("CREATE TABLE rec.t (id BIGINT PRIMARY KEY, w INT NOT NULL, v BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE rec.c (w INT PRIMARY KEY, n BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    let rows: Vec<String> = (0..writers).map(|w| format!("({w}, 0)")).collect();
+    c.query_drop(format!("INSERT INTO rec.c VALUES {}", rows.join(",")))
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+}
+
+/// One backend's view, read over its socket as the service account (not through the node).
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct BackendView {
+    sums: (Option<i64>, Option<i64>),
+    applied: u64,
+}
+
+async fn backend_view(dir: &Path) -> Option<BackendView> {
+    let mut c = harness::try_service_conn_at(dir).await.ok()?;
+    let t: Option<(String, Option<i64>)> = c.query_first("CHECKSUM TABLE rec.t").await.ok()?;
+    let k: Option<(String, Option<i64>)> = c.query_first("CHECKSUM TABLE rec.c").await.ok()?;
+    let applied: Option<u64> = c
+        .query_first("SELECT applied_seqno FROM certus.state WHERE id = 1")
+        .await
+        .ok()?;
+    let _ = c.disconnect().await;
+    Some(BackendView {
+        sums: (t?.1, k?.1),
+        applied: applied?,
+    })
+}
+
+/// Waits until every backend has the same checksums and applied seqno; returns that view.
+async fn converged(dirs: &[PathBuf], within: Duration) -> BackendView {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut views = Vec::new();
+        for d in dirs {
+            views.push(backend_view(d).await);
+        }
+        if let Some(Some(first)) = views.first() {
+            if views.iter().all(|v| v.as_ref() == Some(first)) {
+                return first.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backends did not converge: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every acknowledged insert is on every backend, exactly once, and every counter is between
+/// its acknowledged and its sent increments.
+async fn check_acknowledged(dirs: &[PathBuf], logs: &[WriterLog]) {
+    let acked: usize = logs.iter().map(|l| l.acked_ids.len()).sum();
+    assert!(acked > 20, "the load acknowledged only {acked} writes");
+    let sent: u64 = logs.iter().map(|l| l.sent_incs).sum();
+    eprintln!("load: {acked} inserts acknowledged of {sent} sent");
+    for d in dirs {
+        let mut c = harness::try_service_conn_at(d).await.expect("backend");
+        let ids: Vec<i64> = c.query("SELECT id FROM rec.t").await.unwrap();
+        let present: BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(present.len(), ids.len());
+        for l in logs {
+            let missing: Vec<&i64> = l
+                .acked_ids
+                .iter()
+                .filter(|id| !present.contains(id))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{}: acknowledged rows lost: {missing:?}",
+                d.display()
+            );
+            let n: Option<i64> = c
+                .exec_first("SELECT n FROM rec.c WHERE w = ?", (l.writer,))
+                .await
+                .unwrap();
+            let n = n.unwrap_or(-1) as u64;
+            assert!(
+                l.acked_incs <= n && n <= l.sent_incs,
+                "writer {}: counter {n} outside [{}, {}]: an increment was lost or applied twice",
+                l.writer,
+                l.acked_incs,
+                l.sent_incs
+            );
+        }
+        let _ = c.disconnect().await;
+    }
+}
+
+fn dirs(c: &ProcCluster) -> Vec<PathBuf> {
+    c.nodes.iter().map(|n| n.data_dir().to_owned()).collect()
+}
+
+async fn wait_synced(c: &ProcCluster, i: usize) {
+    assert!(
+        c.wait_ready(i, Duration::from_secs(90)).await,
+        "node {} not Synced after restart:\n{}",
+        i + 1,
+        c.log_tail(i)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_its_backend_or_both_under_load_loses_nothing() {
+    require_mariadb!();
+    let bin = require_binary!();
+    let mut c = ProcCluster::start(bin, 3).await;
+    setup_schema(c.opts(0), 3 * WRITERS_PER_NODE).await;
+    let load = Load::start((0..3).map(|i| c.opts(i)).collect());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 1. The certus process of node 3: its mariadbd keeps running and is adopted.
+    c.kill_certus(2);
+    let g = c.nodes[2].grastate();
+    assert!(
+        g.contains("seqno:   -1") && g.contains("safe_to_bootstrap: 0"),
+        "{g}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.spawn(2);
+    wait_synced(&c, 2).await;
+
+    // 2. The mariadbd of node 2: the node's supervisor restarts it and the applier resumes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(c.kill_backend(1), "node 2 has no backend to kill");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_synced(&c, 1).await;
+
+    // 3. Both processes of node 1: it replays the log from its backend's applied seqno (IST).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.kill_certus(0);
+    assert!(c.kill_backend(0));
+    assert!(c.wait_backend_gone(0, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.spawn(0);
+    wait_synced(&c, 0).await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = load.stop().await;
+    converged(&dirs(&c), Duration::from_secs(60)).await;
+    check_acknowledged(&dirs(&c), &logs).await;
+    for i in 0..3 {
+        assert!(c.is_synced(i).await, "node {} not Synced at the end", i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cluster_crash_under_load_recovers_by_itself_without_bootstrap() {
+    require_mariadb!();
+    let bin = require_binary!();
+    let mut c = ProcCluster::start(bin, 3).await;
+    setup_schema(c.opts(0), 3 * WRITERS_PER_NODE).await;
+    let load = Load::start((0..3).map(|i| c.opts(i)).collect());
+    assert_eq!(load.writers(), 3 * WRITERS_PER_NODE);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every certus and every mariadbd at once.
+    let backends: Vec<bool> = (0..3)
+        .map(|i| {
+            c.kill_certus(i);
+            c.kill_backend(i)
+        })
+        .collect();
+    assert_eq!(backends, vec![true; 3]);
+    for i in 0..3 {
+        assert!(c.wait_backend_gone(i, Duration::from_secs(10)).await);
+        let g = c.nodes[i].grastate();
+        assert!(
+            g.contains("seqno:   -1"),
+            "a crashed node's grastate.dat: {g}"
+        );
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    for i in 0..3 {
+        wait_synced(&c, i).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = load.stop().await;
+    converged(&dirs(&c), Duration::from_secs(60)).await;
+    check_acknowledged(&dirs(&c), &logs).await;
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn insert_rows(opts: mysql_async::Opts, ids: std::ops::Range<i64>) {
+    let mut c = mysql_async::Conn::new(opts).await.expect("connect");
+    for id in ids {
+        c.query_drop(format!("INSERT INTO rec.t (id, w, v) VALUES ({id}, 99, 0)"))
+            .await
+            .unwrap();
+    }
+    let _ = c.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
+    require_mariadb!();
+    let bin = require_binary!();
+    let mut c = ProcCluster::start(bin, 3).await;
+    setup_schema(c.opts(0), 1).await;
+    insert_rows(c.opts(0), 1..21).await;
+    // Both commands refuse a running node and leave its grastate.dat as it is.
+    let running = c.nodes[2].grastate();
+    for cmd in [&["recover"][..], &["bootstrap", "--force"][..]] {
+        let out = c.run_cli(2, cmd);
+        assert!(!out.status.success(), "{cmd:?} ran on a running node");
+        assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    }
+    assert_eq!(c.nodes[2].grastate(), running);
+    // Node 1 crashes; nodes 2 and 3 go on without it, so they are more advanced.
+    c.kill_certus(0);
+    assert!(c.kill_backend(0));
+    insert_rows(c.opts(1), 21..41).await;
+    let ahead = converged(&dirs(&c)[1..], Duration::from_secs(30)).await;
+    for i in 1..3 {
+        c.kill_certus(i);
+        assert!(c.kill_backend(i));
+    }
+    for i in 0..3 {
+        assert!(c.wait_backend_gone(i, Duration::from_secs(10)).await);
+    }
+
+    // recover: the backend's applied seqno and the cluster uuid, recorded in grastate.dat.
+    let uuid = std::fs::read_to_string(c.nodes[1].data_dir().join("raft/cluster_uuid"))
+        .expect("raft/cluster_uuid")
+        .trim()
+        .to_owned();
+    let out = c.run_cli(1, &["recover"]);
+    assert!(out.status.success(), "recover failed: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("Recovered position: {uuid}:{}", ahead.applied)
+    );
+    let g = c.nodes[1].grastate();
+    assert!(g.contains(&format!("uuid:    {uuid}")), "{g}");
+    assert!(g.contains(&format!("seqno:   {}", ahead.applied)), "{g}");
+    assert!(g.contains("safe_to_bootstrap: 0"), "{g}");
+
+    // Node 2 alone runs but is not Primary: bootstrapping node 1 (behind) is refused, naming
+    // node 2 as the most advanced.
+    c.spawn(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wal = c.nodes[0].data_dir().join("raft/raft.wal");
+    let wal_before = std::fs::read(&wal).unwrap();
+    loop {
+        let out = c.run_cli(0, &["bootstrap"]);
+        assert!(
+            !out.status.success(),
+            "bootstrap of a crashed node without --force succeeded"
+        );
+        let err = stderr(&out);
+        assert!(err.contains("safe_to_bootstrap: 0"), "{err}");
+        if err.contains("the most advanced node is node 2 at") {
+            eprintln!("bootstrap of node 1 refused:\n{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never named: {err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        wal_before,
+        "a refused bootstrap changed the log"
+    );
+    c.kill_certus(1);
+    assert!(c.kill_backend(1));
+    assert!(c.wait_backend_gone(1, Duration::from_secs(10)).await);
+
+    // Nobody else answers: node 2 (the most advanced) is refused without --force ...
+    let out = c.run_cli(1, &["bootstrap"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no other member answered"),
+        "{}",
+        stderr(&out)
+    );
+    // ... and bootstrapped with it.
+    let out = c.run_cli(1, &["bootstrap", "--force"]);
+    assert!(
+        out.status.success(),
+        "bootstrap --force failed: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("Bootstrapped a new single-node cluster"),
+        "{}",
+        stdout(&out)
+    );
+    c.spawn(1);
+    wait_synced(&c, 1).await;
+    let mut conn = mysql_async::Conn::new(c.opts(1)).await.unwrap();
+    let size: Option<(String, String)> = conn
+        .query_first("SHOW STATUS LIKE 'wsrep_cluster_size'")
+        .await
+        .unwrap();
+    assert_eq!(size.map(|r| r.1).as_deref(), Some("1"));
+    let count: Option<i64> = conn
+        .query_first("SELECT COUNT(*) FROM rec.t")
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        Some(40),
+        "every acknowledged row survives the bootstrap"
+    );
+    conn.query_drop("INSERT INTO rec.t (id, w, v) VALUES (1000, 99, 0)")
+        .await
+        .unwrap();
+    let _ = conn.disconnect().await;
+}
+
+/// The grastate.dat of a stopped in-process node.
+fn grastate_of(dir: &Path) -> certus::recovery::grastate::Grastate {
+    certus::recovery::grastate::Grastate::read(&dir.join("grastate.dat")).expect("grastate.dat")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_stops_record_the_seqno_and_only_the_last_node_is_safe_to_bootstrap() {
+    require_mariadb!();
+    let mut c = TestCluster::start(3).await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE g").await.unwrap();
+    a.query_drop("CREATE TABLE g.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    for i in 0..10 {
+        a.query_drop(format!("INSERT INTO g.t VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let _ = a.disconnect().await;
+    let uuid = c.node(0).node.as_ref().unwrap().cluster_uuid();
+    let mut applied = Vec::new();
+    for n in &c.nodes {
+        // While running: the uuid, seqno -1, not safe to bootstrap.
+        let g = grastate_of(n.data_dir());
+        assert_eq!((g.uuid, g.seqno, g.safe_to_bootstrap), (uuid, None, false));
+        assert_eq!(n.node.as_ref().unwrap().cluster_uuid(), uuid);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut s = n.service_conn().await;
+            let v: Option<u64> = s
+                .query_first("SELECT applied_seqno FROM certus.state")
+                .await
+                .unwrap();
+            let _ = s.disconnect().await;
+            if v >= Some(12) {
+                applied.push(v.unwrap());
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node never applied everything: {v:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut kept = Vec::new();
+    while !c.nodes.is_empty() {
+        kept.push(c.nodes.remove(0).stop_keep_dir().await);
+    }
+    let states: Vec<_> = kept.iter().map(|(d, _)| grastate_of(d.path())).collect();
+    for (i, g) in states.iter().enumerate() {
+        assert_eq!(g.uuid, uuid);
+        assert_eq!(g.seqno.map(|s| s.0), Some(applied[i]), "node {}", i + 1);
+        assert_eq!(
+            g.safe_to_bootstrap,
+            i == 2,
+            "node {}: only the last to stop is safe",
+            i + 1
+        );
+    }
+}
+
+/// Starts a node on `dir` with `cfg` (its own member address rebound) and returns the error
+/// it must refuse with.
+async fn start_refused(dir: &Path, mut cfg: certus::config::NodeConfig, single: bool) -> String {
+    let peers = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    if single {
+        cfg.members = [(cfg.node_id, peers.local_addr().unwrap().to_string())].into();
+    }
+    cfg.data_dir = dir.to_owned();
+    let listeners = certus::node::Listeners {
+        client: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        peer: peers,
+        http: None,
+    };
+    match certus::node::Node::start(cfg, listeners).await {
+        Ok(n) => {
+            n.shutdown().await;
+            panic!("the node started");
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Every file that matters, to prove a refused start changed nothing.
+fn state_files(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    ["grastate.dat", "raft/raft.wal", "raft/cluster_uuid"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(dir.join(f)).ok()))
+        .collect()
+}
+
+async fn backend_is_down(dir: &Path) -> bool {
+    harness::try_service_conn_at(dir).await.is_err()
+}
+
+/// A one-node cluster with a few replicated rows, stopped cleanly.
+async fn stopped_node_with_rows() -> (tempfile::TempDir, certus::config::NodeConfig) {
+    let n = TestNode::start().await;
+    let mut a = n.admin().await;
+    a.query_drop("CREATE DATABASE b").await.unwrap();
+    a.query_drop("CREATE TABLE b.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO b.t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    let _ = a.disconnect().await;
+    n.stop_keep_dir().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_grastate_dat_is_refused_and_nothing_changes() {
+    require_mariadb!();
+    let (dir, cfg) = stopped_node_with_rows().await;
+    let path = dir.path().join("grastate.dat");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("uuid:    ", "uuid:    zz")).unwrap();
+    let before = state_files(dir.path());
+    let err = start_refused(dir.path(), cfg, true).await;
+    assert!(
+        err.contains("grastate.dat is corrupt") && err.contains("line 3"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(state_files(dir.path()), before);
+    assert!(backend_is_down(dir.path()).await, "the backend was started");
+}
+
+/// Appends a record header that promises more bytes than follow: a crash mid-append.
+fn append_torn_record(wal: &Path) {
+    let len: u32 = 1000;
+    let mut torn = len.to_le_bytes().to_vec();
+    torn.extend_from_slice(&crc32(&len.to_le_bytes()).to_le_bytes());
+    torn.extend_from_slice(&[0xab; 4 + 10]);
+    let mut f = std::fs::OpenOptions::new().append(true).open(wal).unwrap();
+    std::io::Write::write_all(&mut f, &torn).unwrap();
+}
+
+/// CRC-32 (IEEE), as the WAL frames records; written out here so the test does not trust the
+/// code it checks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_raft_log_tail_is_cut_but_a_corrupt_middle_is_refused() {
+    require_mariadb!();
+    let (dir, cfg) = stopped_node_with_rows().await;
+    let wal = dir.path().join("raft/raft.wal");
+    let whole = std::fs::read(&wal).unwrap();
+    // A torn final record (never acknowledged): the node cuts it and starts.
+    append_torn_record(&wal);
+    let peers = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg1 = cfg.clone();
+    cfg1.members = [(cfg.node_id, peers.local_addr().unwrap().to_string())].into();
+    let n = TestNode::start_in(dir, cfg1, peers).await;
+    // The cut kept every whole record; what follows is the node's own new records.
+    let now = std::fs::read(&wal).unwrap();
+    assert_eq!(&now[..whole.len()], &whole[..], "a whole record was lost");
+    assert_ne!(
+        now.get(whole.len()..whole.len() + 4),
+        Some(&1000u32.to_le_bytes()[..]),
+        "the torn record is still there"
+    );
+    let mut a = n.admin().await;
+    let ids: Vec<i32> = a.query("SELECT id FROM b.t ORDER BY id").await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
+    a.query_drop("INSERT INTO b.t VALUES (4)").await.unwrap();
+    let _ = a.disconnect().await;
+    let (dir, cfg) = n.stop_keep_dir().await;
+
+    // A damaged record in the middle: refused, nothing changed.
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes[20] ^= 0x55;
+    std::fs::write(&wal, &bytes).unwrap();
+    let before = state_files(dir.path());
+    let err = start_refused(dir.path(), cfg, true).await;
+    assert!(
+        err.contains("is corrupt at byte 0") && err.contains("refusing to start"),
+        "{err}"
+    );
+    assert_eq!(state_files(dir.path()), before);
+    assert!(backend_is_down(dir.path()).await, "the backend was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_from_another_cluster_is_refused() {
+    require_mariadb!();
+    // Cluster A: one node with replicated rows, stopped.
+    let (a_dir, _) = stopped_node_with_rows().await;
+    // Cluster B: three nodes; its node 3 is replaced by cluster A's data dir.
+    let mut b = TestCluster::start(3).await;
+    let b3 = b.nodes.remove(2);
+    let (_b3_dir, b3_cfg) = b3.stop_keep_dir().await;
+    let before = state_files(a_dir.path());
+    let err = start_refused(a_dir.path(), b3_cfg, false).await;
+    assert!(err.contains("belongs to another cluster"), "{err}");
+    assert!(
+        err.contains("member node 1 says") && err.contains("raft/cluster_uuid says"),
+        "{err}"
+    );
+    assert_eq!(state_files(a_dir.path()), before);
+    assert!(
+        backend_is_down(a_dir.path()).await,
+        "the backend was started"
+    );
+    b.stop().await;
+
+    // The backend's own record disagrees with the Raft dir and grastate.dat (a backend copied
+    // from another cluster): refused once the backend is read, and the files stay as they were.
+    let other = "0badc0de-0000-4000-8000-000000000001";
+    let g = std::fs::read_to_string(a_dir.path().join("grastate.dat")).unwrap();
+    let own = std::fs::read_to_string(a_dir.path().join("raft/cluster_uuid")).unwrap();
+    std::fs::write(
+        a_dir.path().join("grastate.dat"),
+        g.replace(own.trim(), other),
+    )
+    .unwrap();
+    std::fs::write(a_dir.path().join("raft/cluster_uuid"), format!("{other}\n")).unwrap();
+    let before = state_files(a_dir.path());
+    let cfg = harness::node_config(a_dir.path(), 1);
+    let err = start_refused(a_dir.path(), cfg, true).await;
+    assert!(err.contains("the backend's certus.state says"), "{err}");
+    assert_eq!(state_files(a_dir.path()), before);
+}
