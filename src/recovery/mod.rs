@@ -283,3 +283,40 @@ pub(crate) fn mark_stopped(
         },
     )
 }
+
+#[cfg(test)]
+mod join_tests {
+    use super::*;
+
+    fn config(join: bool) -> NodeConfig {
+        let mut raw = crate::config::RawNodeConfig::default();
+        raw.data_dir = Some("/d".into());
+        raw.node_id = Some(4);
+        raw.join = Some(join);
+        raw.cluster_secret = Some("0123456789abcdef".into());
+        raw.validate().unwrap()
+    }
+
+    #[test]
+    fn a_joining_node_never_makes_up_a_cluster_uuid() {
+        let nobody = Preflight {
+            witnesses: Witnesses::default(),
+        };
+        let err = resolve_uuid(&nobody, (None, Seqno::ZERO), &config(true)).unwrap_err();
+        assert!(err.to_string().contains("no member answered"), "{err}");
+        // A founding member with no witness derives the genesis UUID, as before.
+        assert!(resolve_uuid(&nobody, (None, Seqno::ZERO), &config(false)).is_ok());
+        // A joiner that reached a member takes the member's UUID.
+        let learned = Uuid::from_u128(7);
+        let reached = Preflight {
+            witnesses: Witnesses {
+                peers: [(1, learned)].into(),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            resolve_uuid(&reached, (None, Seqno::ZERO), &config(true)).unwrap(),
+            learned
+        );
+    }
+}
