@@ -105,7 +105,8 @@ struct PendingToi {
 /// reporter task, flow control and the status surfaces.
 pub(crate) struct Progress {
     self_id: NodeId,
-    members: usize,
+    /// The member count TOI results are judged against; follows the Raft membership.
+    members: std::sync::atomic::AtomicUsize,
     latest: Mutex<BTreeMap<NodeId, Received>>,
     own_toi: Mutex<VecDeque<ToiResult>>,
     pending_toi: Mutex<Vec<PendingToi>>,
@@ -115,7 +116,7 @@ impl Progress {
     pub(crate) fn new(self_id: NodeId, members: usize) -> Progress {
         Progress {
             self_id,
-            members: members.max(1),
+            members: std::sync::atomic::AtomicUsize::new(members.max(1)),
             latest: Mutex::new(BTreeMap::new()),
             own_toi: Mutex::new(VecDeque::new()),
             pending_toi: Mutex::new(Vec::new()),
@@ -235,7 +236,8 @@ impl Progress {
                 })
                 .collect();
             let waited = now.saturating_duration_since(p.since);
-            match toi_verdict(self.self_id, self.members, &p.result, &reported, waited) {
+            let members = self.members.load(std::sync::atomic::Ordering::Relaxed);
+            match toi_verdict(self.self_id, members, &p.result, &reported, waited) {
                 ToiVerdict::Agree => false,
                 ToiVerdict::Undecided => waited < TOI_GIVE_UP,
                 ToiVerdict::Differs { expected } => {
@@ -333,13 +335,33 @@ pub(crate) async fn run_reporter(
     let (tx, rx) = tokio::sync::watch::channel(Vec::new());
     // Dropping the JoinSet with this future stops the senders too.
     let mut senders = tokio::task::JoinSet::new();
-    for target in gossip.targets() {
-        senders.spawn(send_reports(gossip.clone(), target, rx.clone()));
-    }
+    // One sender per member, following the Raft membership: members added online get reports,
+    // removed ones stop getting them.
+    let mut running: BTreeMap<NodeId, tokio::task::AbortHandle> = BTreeMap::new();
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let targets = gossip.targets();
+        if !targets.is_empty() {
+            // Before the membership is known (a joiner) the configured count stands.
+            progress
+                .members
+                .store(targets.len() + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+        running.retain(|target, handle| {
+            let keep = targets.contains(target);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for target in targets {
+            running
+                .entry(target)
+                .or_insert_with(|| senders.spawn(send_reports(gossip.clone(), target, rx.clone())));
+        }
+        while senders.try_join_next().is_some() {}
         let view = local();
         let fc_over = flow.own_request(view.queue, view.can_ask);
         let report = progress.record_local(Report {

@@ -380,6 +380,7 @@ impl WritePath {
             replication.gossip_sender(),
             shared.clone(),
             backend.health_watch(),
+            place.clone(),
         ));
         Ok(WritePath {
             primary,
@@ -1029,14 +1030,18 @@ async fn report_progress(
     gossip: crate::replication::GossipSender,
     shared: Arc<Shared>,
     health: watch::Receiver<crate::backend::Health>,
+    place: Arc<Mutex<Place>>,
 ) {
     let local = {
         let shared = shared.clone();
         move || super::progress::LocalView {
             applied: *shared.applied.borrow(),
             queue: shared.queued.load(Ordering::Relaxed),
+            // A node still catching up (a joiner replaying the log) or removed does not hold
+            // the cluster's writers back, as a Galera joiner sends no flow control.
             can_ask: shared.inconsistent.borrow().is_none()
-                && *health.borrow() == crate::backend::Health::Up,
+                && *health.borrow() == crate::backend::Health::Up
+                && place.lock().is_ok_and(|p| p.synced && !p.removed),
         }
     };
     let on_inconsistent = move |reason: String| {
