@@ -108,6 +108,7 @@ pub(crate) mod tests {
             flow_control_paused: 0.25,
             flow_control_paused_ns: 1_500_000_000,
             provider_version: "certus 0.1.0".to_string(),
+            latency: None,
         }
     }
 

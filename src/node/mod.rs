@@ -2,6 +2,8 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+pub mod latency;
+pub(crate) mod members;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -129,6 +131,13 @@ impl Node {
             config.cluster_secret.clone(),
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
+        let member_view = members::MemberView::new(
+            NodeId(config.node_id),
+            config.node_name.clone(),
+            listener.local_addr()?.to_string(),
+            config.members.keys().copied().collect(),
+        );
+        repl_cfg.gossip = Some(member_view.handler());
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -148,7 +157,7 @@ impl Node {
         };
         let status_source = status_source(
             &config,
-            listener.local_addr()?,
+            member_view.clone(),
             backend.clone(),
             write_path.clone(),
         );
@@ -158,6 +167,9 @@ impl Node {
             .store(config.sync_wait, std::sync::atomic::Ordering::Relaxed);
         let client_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        if let Some(client) = frontend.write_path.gossip_client() {
+            tokio::spawn(members::run(member_view, client, shutdown_rx.clone()));
+        }
         let http_addr = match http_listener {
             Some(l) => {
                 let addr = l.local_addr()?;
@@ -286,7 +298,7 @@ fn cluster_uuid(config: &NodeConfig) -> String {
 /// Builds the closure that computes a live [`status::NodeStatus`] on every call.
 fn status_source(
     config: &NodeConfig,
-    client_addr: std::net::SocketAddr,
+    member_view: Arc<members::MemberView>,
     backend: Backend,
     wp: Arc<WritePath>,
 ) -> frontend::StatusSource {
@@ -303,6 +315,19 @@ fn status_source(
     Arc::new(move || {
         let (term, leader, size) = wp.raft_summary().unwrap_or((0, None, members));
         let primary = wp.is_primary();
+        let component = member_view.component();
+        // Galera's size is the component's. Gossip may lag a node that just joined, but a
+        // Primary component always holds a majority of the members.
+        let cluster_size = if primary {
+            component.len().max(size / 2 + 1)
+        } else {
+            component.len()
+        };
+        let incoming_addresses = component
+            .iter()
+            .map(|m| m.client_address.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let inconsistent = wp.inconsistent();
         let backend_up = backend.health() == backend::Health::Up;
         let local_state = if primary && inconsistent.is_none() && backend_up {
@@ -320,11 +345,11 @@ fn status_source(
             inconsistent,
             backend_up,
             ready,
-            cluster_size: if primary { size } else { 1 },
+            cluster_size,
             cluster_state_uuid: uuid.clone(),
             cluster_conf_id: term,
             local_index,
-            incoming_addresses: client_addr.to_string(),
+            incoming_addresses,
             last_committed: wp.last_applied().0,
             recv_queue: sh.queued.load(Ordering::Relaxed),
             leader,
@@ -337,6 +362,7 @@ fn status_source(
             flow_control_paused: 0.0,
             flow_control_paused_ns: 0,
             provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
+            latency: Some(sh.latency.clone()),
         }
     })
 }

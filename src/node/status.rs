@@ -78,6 +78,9 @@ pub struct NodeStatus {
     pub flow_control_paused: f64,
     pub flow_control_paused_ns: u64,
     pub provider_version: String,
+    /// Live per-stage latency and batching histograms (`/metrics` only).
+    #[serde(skip)]
+    pub latency: Option<std::sync::Arc<super::latency::WritePathMetrics>>,
 }
 
 impl NodeStatus {

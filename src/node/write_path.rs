@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, Table};
 use crate::certification::{Certifier, Verdict};
 use crate::frontend::Registry;
 use crate::ids::{NodeId, Seqno};
+use crate::node::latency::{Stage, StageTimer, WritePathMetrics};
 use crate::replication::{Fsm, ProposeError, Replication};
 use crate::writeset::{
     self, Body, CellValue, Collation, ForeignKeyMeta, IndexColumn, IndexMeta, Key, RowChange,
@@ -59,6 +60,8 @@ struct ApplyItem {
     seqno: Seqno,
     origin_xid: Option<String>,
     work: Work,
+    /// When certification queued it (for the apply-queue latency only).
+    queued_at: std::time::Instant,
 }
 
 /// State shared by the state machine, the apply task and the sessions.
@@ -79,6 +82,8 @@ pub(crate) struct Shared {
     /// The last Raft entry certified, and the last seqno assigned by then (causal reads map a
     /// Raft read index to the seqno the backend must reach).
     certified: watch::Sender<(u64, Seqno)>,
+    /// Per-stage latency and batching histograms (`/metrics`).
+    pub(crate) latency: Arc<WritePathMetrics>,
 }
 
 impl Shared {
@@ -101,6 +106,7 @@ pub(crate) struct NodeFsm {
 
 impl Fsm for NodeFsm {
     fn apply_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
+        self.shared.latency.observe_entry(proposals.len());
         self.certify_batch(index, proposals);
         let last = self.certifier.last_seqno();
         self.shared.certified.send_replace((index, last));
@@ -121,6 +127,7 @@ impl Fsm for NodeFsm {
 impl NodeFsm {
     fn certify_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
         for p in proposals {
+            let timer = StageTimer::start();
             let ws = match WriteSet::decode(p) {
                 Ok(ws) => ws,
                 Err(e) => {
@@ -130,6 +137,7 @@ impl NodeFsm {
                 }
             };
             let verdict = self.certifier.certify_write_set(&ws);
+            timer.stop(&self.shared.latency, Stage::Certify);
             let origin_xid = (ws.origin == self.node).then(|| ws.xid.0.clone());
             let (seqno, work) = match verdict {
                 Verdict::Commit { seqno } => (
@@ -149,6 +157,7 @@ impl NodeFsm {
                 seqno,
                 origin_xid,
                 work,
+                queued_at: std::time::Instant::now(),
             });
         }
     }
@@ -237,6 +246,7 @@ impl WritePath {
             received: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             certified: watch::channel((0, start_applied)).0,
+            latency: Arc::new(WritePathMetrics::default()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let fsm = Arc::new(Mutex::new(NodeFsm {
@@ -327,6 +337,12 @@ impl WritePath {
         tokio::time::timeout(timeout, wait).await.map_err(|_| ())?
     }
 
+    /// A handle for status gossip with the other members.
+    pub(crate) fn gossip_client(&self) -> Option<crate::replication::GossipClient> {
+        let guard = self.replication.try_read().ok()?;
+        guard.as_ref().map(|r| r.gossip_client())
+    }
+
     /// Raft's view: (term, leader, member count), when it can be read without waiting.
     pub(crate) fn raft_summary(&self) -> Option<(u64, Option<u64>, usize)> {
         let guard = self.replication.try_read().ok()?;
@@ -387,16 +403,20 @@ impl WritePath {
                 w.remove(&xid);
             }
         };
+        let timer = StageTimer::start();
         let proposed = match self.replication.read().await.as_ref() {
             Some(r) => r.propose(bytes).await,
             None => Err(ProposeError::ShuttingDown),
         };
         if proposed.is_ok() {
+            timer.stop(&self.shared.latency, Stage::Propose);
             self.shared.replicated.fetch_add(1, Ordering::Relaxed);
         }
+        let timer = StageTimer::start();
         match proposed {
             Ok(_) => match tokio::time::timeout(OUTCOME_TIMEOUT, rx).await {
                 Ok(Ok(outcome)) => {
+                    timer.stop(&self.shared.latency, Stage::Outcome);
                     match &outcome {
                         Outcome::Committed { .. } => {
                             self.shared.local_commits.fetch_add(1, Ordering::Relaxed)
@@ -775,12 +795,20 @@ async fn apply_loop(
             continue;
         }
         let seqno = item.seqno;
+        shared
+            .latency
+            .observe(Stage::ApplyQueue, item.queued_at.elapsed());
         if seqno <= start_applied {
             // Replayed from the log after a restart: the backend already has it.
             shared.applied.send_replace(seqno);
             continue;
         }
-        let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
+        let timer = StageTimer::start();
+        let applied = ctx.apply(seqno, &item.work).await;
+        if !matches!(item.work, Work::Aborted) {
+            timer.stop(&shared.latency, Stage::Apply);
+        }
+        let outcome = match (&item.work, applied) {
             (Work::Aborted, _) => Outcome::Aborted { seqno },
             (_, Applied::Done) => Outcome::Committed { seqno },
             (

@@ -92,6 +92,47 @@ pub struct ReplicationConfig {
     pub connect_timeout: Duration,
     /// Bind outbound peer connections to this local address (default: any).
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Answers status gossip from peers (see [`GossipClient`]); None answers with nothing.
+    pub gossip: Option<GossipHandler>,
+}
+
+/// Answers one peer's status gossip (its opaque bytes) with this node's own.
+pub type GossipHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// Sends status gossip to peers over the authenticated peer transport. What the bytes mean is
+/// the node's business; Raft never sees them.
+#[derive(Clone)]
+pub struct GossipClient {
+    peers: Arc<Peers>,
+    members: BTreeMap<NodeId, String>,
+}
+
+impl GossipClient {
+    /// The other members, by id.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// One gossip exchange with `target`: our bytes out, theirs back, within `ttl`.
+    pub async fn exchange(
+        &self,
+        target: NodeId,
+        bytes: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let addr = self
+            .members
+            .get(&target)
+            .ok_or_else(|| format!("node {target} is not a member"))?;
+        let req = PeerRequest::Gossip(bytes);
+        let call = self.peers.call(target.0, addr, &req, ttl);
+        match tokio::time::timeout(ttl * 2, call).await {
+            Ok(Ok(PeerResponse::Gossip(b))) => Ok(b),
+            Ok(Ok(_)) => Err("out-of-protocol answer".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no gossip answer within {ttl:?}")),
+        }
+    }
 }
 
 impl std::fmt::Debug for ReplicationConfig {
@@ -135,6 +176,7 @@ impl ReplicationConfig {
             propose_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(1),
             peer_source_ip: None,
+            gossip: None,
         }
     }
 
@@ -282,6 +324,7 @@ impl Replication {
             raft: raft.clone(),
             batcher: batcher.clone(),
             propose_timeout: cfg.propose_timeout,
+            gossip: cfg.gossip.clone(),
         });
         let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx));
 
@@ -326,6 +369,21 @@ impl Replication {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// A handle for status gossip with the configured members (this node excluded).
+    pub fn gossip_client(&self) -> GossipClient {
+        let members = self
+            .cfg
+            .members
+            .iter()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        GossipClient {
+            peers: self.peers.clone(),
+            members,
+        }
     }
 
     /// Submits one proposal from any node (followers forward to the leader) and resolves once

@@ -58,6 +58,9 @@ pub(crate) enum PeerRequest {
     /// Proposals a follower forwards to the leader; answered with the first one's position.
     Forward(Vec<Vec<u8>>),
     ReadIndex,
+    /// Status gossip between nodes: opaque bytes for the node's `GossipHandler`, which answers
+    /// with its own (never touches Raft).
+    Gossip(Vec<u8>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +70,7 @@ pub(crate) enum PeerResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
     Forward(Result<Position, ProposeError>),
     ReadIndex(Result<u64, ReadIndexError>),
+    Gossip(Vec<u8>),
 }
 
 /// Why a call failed, split by whether the request may have reached the peer.

@@ -30,6 +30,7 @@ pub(crate) struct ServerCtx {
     pub(crate) raft: RaftNode,
     pub(crate) batcher: BatcherHandle,
     pub(crate) propose_timeout: Duration,
+    pub(crate) gossip: Option<super::GossipHandler>,
 }
 
 /// Runs until `shutdown` turns true; then every connection task is dropped with the JoinSet.
@@ -113,6 +114,12 @@ async fn dispatch(ctx: &ServerCtx, peer: u64, req: PeerRequest) -> PeerResponse 
             }))
         }
         PeerRequest::ReadIndex => PeerResponse::ReadIndex(local_read_index(&ctx.raft).await),
+        PeerRequest::Gossip(bytes) => PeerResponse::Gossip(
+            ctx.gossip
+                .as_ref()
+                .map(|answer| answer(crate::ids::NodeId(peer), bytes))
+                .unwrap_or_default(),
+        ),
     }
 }
 

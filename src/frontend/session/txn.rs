@@ -8,6 +8,7 @@
 use super::{End, Session};
 use crate::frontend::error::ClientError;
 use crate::ids::Xid;
+use crate::node::latency::{Stage, StageTimer};
 use crate::node::write_path::{Outcome, SubmitError};
 use crate::protocol::command as cmd;
 use crate::protocol::response::{ok_packet, ResponseTracker, Shape, Step};
@@ -186,6 +187,7 @@ impl Session {
         let Some(txn) = self.txn.take() else {
             return Ok(Ok(()));
         };
+        let started = StageTimer::start();
         if let Internal::Err(e) = self.internal(&format!("XA END '{}'", txn.xid)).await? {
             let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
             return Ok(Err(Refusal::Backend(e)));
@@ -201,7 +203,7 @@ impl Session {
                 "brute-force aborted before XA PREPARE".into(),
             ));
         }
-        let result = self.prepare_and_capture(&txn).await;
+        let result = self.prepare_and_capture(&txn, &started).await;
         self.shared.end_commit();
         let (statements, keys) = match result? {
             Ok(Some(captured)) => captured,
@@ -224,7 +226,10 @@ impl Session {
             body: Body::Rows(statements),
         };
         match self.fe.write_path.submit(ws).await {
-            Ok(Outcome::Committed { .. }) => Ok(Ok(())),
+            Ok(Outcome::Committed { .. }) => {
+                started.stop(&self.fe.write_path.shared.latency, Stage::Commit);
+                Ok(Ok(()))
+            }
             Ok(Outcome::Aborted { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
             Ok(Outcome::ToiRefused { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
             Ok(Outcome::NodeFailed(why)) => Err(End::Indeterminate(why)),
@@ -242,7 +247,9 @@ impl Session {
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
+        started: &StageTimer,
     ) -> Result<Result<Option<(Vec<Vec<u8>>, Vec<Key>)>, Refusal>, End> {
+        let latency = self.fe.write_path.shared.latency.clone();
         if let Internal::Err(e) = self.internal(&format!("XA PREPARE '{}'", txn.xid)).await? {
             // A failed PREPARE has rolled the transaction back already; make sure.
             let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
@@ -268,9 +275,12 @@ impl Session {
                 )))),
             }
         };
+        started.stop(&latency, Stage::Capture);
         // The rollback writes its own binlog group, which moves @@last_gtid: read it again
         // before the next transaction.
+        let release = StageTimer::start();
         let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+        release.stop(&latency, Stage::Release);
         self.last_gtid = if unchanged { Some(gtid) } else { None };
         let Some(captured) = captured else {
             return Ok(Ok(None));
@@ -282,8 +292,12 @@ impl Session {
                 return Ok(Err(Refusal::Client(ClientError::NotReady)));
             }
         };
+        let keys_timer = StageTimer::start();
         let keys = match self.fe.write_path.keys_for(&group).await {
-            Ok(k) => k,
+            Ok(k) => {
+                keys_timer.stop(&latency, Stage::Keys);
+                k
+            }
             Err(e) => {
                 tracing::error!("certification keys for a committing transaction: {e}");
                 return Ok(Err(Refusal::Client(ClientError::NotReady)));
