@@ -64,6 +64,8 @@ stop_all
 # Per-target means: TPS, p50 (from the histogram), p95, CPU ms per commit (certus + mariadbd).
 summary=$(python3 "$REPO/bench/report.py" --commit-path "$WORK")
 echo "$summary"
+stages=$(python3 "$REPO/bench/report.py" --stages "$WORK" "$SECS")
+echo "$stages"
 
 section() {
   echo
@@ -77,6 +79,15 @@ section() {
   echo "| target | TPS | p50 ms | p50 added by this stage | p95 ms | CPU ms per commit (certus + mariadbd) |"
   echo "|---|---:|---:|---:|---:|---:|"
   echo "$summary"
+  echo
+  echo "Per-stage latency at the node the client uses, from its \`certus_commit_stage_seconds\`"
+  echo "histograms (scraped from /metrics before and after each run; p50 / mean in ms, all rounds):"
+  echo "capture = XA END + XA PREPARE + @@last_gtid + binlog match; keys = certification keys;"
+  echo "release = XA ROLLBACK; propose = batching + forwarding + fsynced Raft append on a quorum;"
+  echo "certify = in the state machine; apply_queue = certified to applier start; apply = on the"
+  echo "backend; outcome = propose returned to the origin's outcome; commit = XA END to outcome."
+  echo
+  echo "$stages"
 }
 if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
   section >>"$REPO/docs/benchmarks.md"
