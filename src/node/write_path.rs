@@ -691,8 +691,11 @@ impl ApplyCtx {
         let thread = self.applier.thread_id();
         let apply = self.applier.apply(seqno, statements);
         tokio::pin!(apply);
-        let mut tick = tokio::time::interval(Duration::from_millis(25));
-        tick.tick().await;
+        // The first check is one period away. Awaiting an interval's immediate first tick is
+        // not free: tokio rounds timer deadlines up to its next millisecond tick, and that
+        // wait was most of the apply stage (1.6 ms of 1.9 ms at p50 in bench/commit_path.sh).
+        let period = Duration::from_millis(25);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 r = &mut apply => return r,

@@ -18,6 +18,36 @@ use crate::writeset::{self, Body, Key, SessionContext, TOICommand, WriteSet, Wri
 use mysql_common::constants::StatusFlags;
 use rand::Rng;
 
+/// What XA PREPARE and the binlog showed a committing transaction wrote.
+enum Captured {
+    /// No binlog group: nothing changed (already rolled back).
+    Nothing,
+    /// Its event group; the XA transaction is still prepared.
+    Group(crate::capture::CapturedGroup),
+}
+
+/// Builds the write set of a row transaction and orders it through the cluster.
+async fn submit_rows(
+    fe: &crate::frontend::Frontend,
+    txn: &Txn,
+    statements: Vec<Vec<u8>>,
+    keys: Vec<Key>,
+) -> Result<Outcome, SubmitError> {
+    let mut flags = WriteSetFlags::default();
+    if txn.unknown_rows {
+        flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+    }
+    let ws = WriteSet {
+        origin: fe.write_path.node,
+        xid: Xid(txn.xid.clone()),
+        last_seen: txn.last_seen,
+        flags,
+        keys,
+        body: Body::Rows(statements),
+    };
+    fe.write_path.submit(ws).await
+}
+
 /// An XA transaction open on the session's backend connection.
 pub(super) struct Txn {
     pub(super) xid: String,
@@ -204,28 +234,72 @@ impl Session {
             ));
         }
         let result = self.prepare_and_capture(&txn, &started).await;
+        let group = match result {
+            Err(end) => {
+                self.shared.end_commit();
+                return Err(end);
+            }
+            Ok(Err(refusal)) => {
+                self.shared.end_commit();
+                return Ok(Err(refusal));
+            }
+            Ok(Ok(Captured::Group(group))) => group,
+            Ok(Ok(Captured::Nothing)) => {
+                self.shared.end_commit();
+                // No row changed. If rows were matched but left unchanged, the transaction
+                // still read them for update: certify it, or its stale read would be a lost
+                // update.
+                if !txn.unknown_rows {
+                    return Ok(Ok(()));
+                }
+                let submitted = submit_rows(&self.fe, &txn, Vec::new(), Vec::new()).await;
+                return Ok(self.outcome(submitted, &started)?);
+            }
+        };
+        // The prepared XA is rolled back while the keys are derived and the write set goes
+        // through Raft: its locks are released long before this node's applier needs them
+        // (until then brute-force abort waits for a committing session, never kills it).
+        let fe = self.fe.clone();
+        let latency = fe.write_path.shared.latency.clone();
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+        let release = async {
+            let timer = StageTimer::start();
+            let r = self.internal(&rollback).await;
+            timer.stop(&latency, Stage::Release);
+            r
+        };
+        let replicate = async {
+            let timer = StageTimer::start();
+            let keys = match fe.write_path.keys_for(&group).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!("certification keys for a committing transaction: {e}");
+                    return Err(Refusal::Client(ClientError::NotReady));
+                }
+            };
+            timer.stop(&latency, Stage::Keys);
+            let statements = group.statements.into_iter().map(|s| s.events).collect();
+            Ok(submit_rows(&fe, &txn, statements, keys).await)
+        };
+        let (released, submitted) = tokio::join!(release, replicate);
         self.shared.end_commit();
-        let (statements, keys) = match result? {
-            Ok(Some(captured)) => captured,
-            // No row changed. If rows were matched but left unchanged, the transaction still
-            // read them for update: certify it, or its stale read would be a lost update.
-            Ok(None) if txn.unknown_rows => (Vec::new(), Vec::new()),
-            Ok(None) => return Ok(Ok(())),
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut flags = WriteSetFlags::default();
-        if txn.unknown_rows {
-            flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+        // The rollback wrote its own binlog group, which moved @@last_gtid: read it again
+        // before the next transaction.
+        self.last_gtid = None;
+        released?;
+        match submitted {
+            Ok(s) => Ok(self.outcome(s, &started)?),
+            Err(refusal) => Ok(Err(refusal)),
         }
-        let ws = WriteSet {
-            origin: self.fe.write_path.node,
-            xid: Xid(txn.xid.clone()),
-            last_seen: txn.last_seen,
-            flags,
-            keys,
-            body: Body::Rows(statements),
-        };
-        match self.fe.write_path.submit(ws).await {
+    }
+
+    /// What the client hears about a submitted write set.
+    fn outcome(
+        &self,
+        submitted: Result<Outcome, SubmitError>,
+        started: &StageTimer,
+    ) -> Result<Result<(), Refusal>, End> {
+        match submitted {
             Ok(Outcome::Committed { .. }) => {
                 started.stop(&self.fe.write_path.shared.latency, Stage::Commit);
                 Ok(Ok(()))
@@ -241,70 +315,52 @@ impl Session {
         }
     }
 
-    /// XA PREPARE, read the GTID, take the group from the binlog, XA ROLLBACK. None when the
-    /// transaction wrote nothing after all.
-    #[allow(clippy::type_complexity)]
+    /// XA PREPARE, read the GTID, take the group from the binlog. The group comes back with
+    /// the XA transaction still prepared (the caller rolls it back); on every other path it
+    /// has been rolled back here.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
         started: &StageTimer,
-    ) -> Result<Result<Option<(Vec<Vec<u8>>, Vec<Key>)>, Refusal>, End> {
+    ) -> Result<Result<Captured, Refusal>, End> {
         let latency = self.fe.write_path.shared.latency.clone();
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
         if let Internal::Err(e) = self.internal(&format!("XA PREPARE '{}'", txn.xid)).await? {
             // A failed PREPARE has rolled the transaction back already; make sure.
-            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            let _ = self.internal(&rollback).await?;
             return Ok(Err(Refusal::Backend(e)));
         }
         let gtid = match self.internal_value("SELECT @@last_gtid").await? {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
-                let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+                let _ = self.internal(&rollback).await?;
                 return Ok(Err(Refusal::Backend(e)));
             }
         };
-        let unchanged = self.last_gtid.as_deref() == Some(gtid.as_slice());
-        let captured = if unchanged {
-            None
-        } else {
-            let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
-            match parsed {
-                Some(g) => Some(self.fe.write_path.take_group(g).await),
-                None => Some(Err(crate::capture::CaptureError::Malformed(format!(
-                    "unparseable @@last_gtid {:?}",
-                    String::from_utf8_lossy(&gtid)
-                )))),
-            }
+        if self.last_gtid.as_deref() == Some(gtid.as_slice()) {
+            // Nothing was written: the rollback adds no binlog group, @@last_gtid stays.
+            let _ = self.internal(&rollback).await?;
+            self.last_gtid = Some(gtid);
+            return Ok(Ok(Captured::Nothing));
+        }
+        let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
+        let captured = match parsed {
+            Some(g) => self.fe.write_path.take_group(g).await,
+            None => Err(crate::capture::CaptureError::Malformed(format!(
+                "unparseable @@last_gtid {:?}",
+                String::from_utf8_lossy(&gtid)
+            ))),
         };
         started.stop(&latency, Stage::Capture);
-        // The rollback writes its own binlog group, which moves @@last_gtid: read it again
-        // before the next transaction.
-        let release = StageTimer::start();
-        let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
-        release.stop(&latency, Stage::Release);
-        self.last_gtid = if unchanged { Some(gtid) } else { None };
-        let Some(captured) = captured else {
-            return Ok(Ok(None));
-        };
-        let group = match captured {
-            Ok(g) => g,
+        match captured {
+            Ok(group) => Ok(Ok(Captured::Group(group))),
             Err(e) => {
+                let _ = self.internal(&rollback).await?;
+                self.last_gtid = None;
                 tracing::error!("capture of a committing transaction failed: {e}");
-                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+                Ok(Err(Refusal::Client(ClientError::NotReady)))
             }
-        };
-        let keys_timer = StageTimer::start();
-        let keys = match self.fe.write_path.keys_for(&group).await {
-            Ok(k) => {
-                keys_timer.stop(&latency, Stage::Keys);
-                k
-            }
-            Err(e) => {
-                tracing::error!("certification keys for a committing transaction: {e}");
-                return Ok(Err(Refusal::Client(ClientError::NotReady)));
-            }
-        };
-        let statements = group.statements.into_iter().map(|s| s.events).collect();
-        Ok(Ok(Some((statements, keys))))
+        }
     }
 
     pub(super) async fn send_refusal(&mut self, seq: u8, r: Refusal) -> Result<(), End> {
