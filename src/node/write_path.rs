@@ -356,22 +356,19 @@ impl WritePath {
 
     /// Certification keys for a captured group (DESIGN §5), from the catalog's schema facts.
     pub(crate) async fn keys_for(&self, group: &CapturedGroup) -> Result<Vec<Key>, String> {
-        let mut conn = self
-            .pool
-            .get_conn()
-            .await
-            .map_err(|e| format!("catalog: {e}"))?;
+        // Cached tables need no connection: most commits take none from the pool.
+        let mut conn = LazyConn {
+            pool: &self.pool,
+            conn: None,
+        };
         let mut keys = Vec::new();
         let mut metas: HashMap<(String, String), TableMeta> = HashMap::new();
         for stmt in &group.statements {
             for row in &stmt.rows {
                 let id = (row.schema.clone(), row.table.clone());
                 if !metas.contains_key(&id) {
-                    let table = self
-                        .catalog
-                        .table(&mut conn, &row.schema, &row.table)
-                        .await
-                        .map_err(|e| format!("catalog: {e}"))?
+                    let table = lookup(&self.catalog, &mut conn, &row.schema, &row.table)
+                        .await?
                         .ok_or_else(|| {
                             format!("table {}.{} is not in the catalog", row.schema, row.table)
                         })?;
@@ -516,10 +513,48 @@ async fn watch_backend_restarts(
     }
 }
 
+/// A backend connection taken from the pool only when the catalog must load something.
+struct LazyConn<'a> {
+    pool: &'a mysql_async::Pool,
+    conn: Option<mysql_async::Conn>,
+}
+
+impl LazyConn<'_> {
+    async fn get(&mut self) -> Result<&mut mysql_async::Conn, String> {
+        if self.conn.is_none() {
+            let c = self
+                .pool
+                .get_conn()
+                .await
+                .map_err(|e| format!("catalog: {e}"))?;
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| "catalog: no connection".to_string())
+    }
+}
+
+/// A table's facts from the catalog's cache, or loaded through `conn`.
+async fn lookup(
+    catalog: &Catalog,
+    conn: &mut LazyConn<'_>,
+    schema: &str,
+    table: &str,
+) -> Result<Option<Arc<Table>>, String> {
+    if let Some(t) = catalog.get(schema, table) {
+        return Ok(Some(t));
+    }
+    catalog
+        .table(conn.get().await?, schema, table)
+        .await
+        .map_err(|e| format!("catalog: {e}"))
+}
+
 /// Converts the catalog's facts into the key derivation's table description.
 async fn table_meta(
     catalog: &Catalog,
-    conn: &mut mysql_async::Conn,
+    conn: &mut LazyConn<'_>,
     t: &Table,
 ) -> Result<TableMeta, String> {
     let index = |ix: &crate::catalog::UniqueIndex| IndexMeta {
@@ -535,10 +570,7 @@ async fn table_meta(
     };
     let mut foreign_keys = Vec::new();
     for fk in &t.foreign_keys {
-        let parent = catalog
-            .table(conn, &fk.parent_schema, &fk.parent_table)
-            .await
-            .map_err(|e| format!("catalog: {e}"))?;
+        let parent = lookup(catalog, conn, &fk.parent_schema, &fk.parent_table).await?;
         // A foreign key to a non-unique parent index is keyed on its column list, which the
         // parent side does not produce: such a pair is not certified (documented limitation).
         let parent_index = parent

@@ -264,9 +264,17 @@ impl Session {
         let rollback = format!("XA ROLLBACK '{}'", txn.xid);
         let release = async {
             let timer = StageTimer::start();
-            let r = self.internal(&rollback).await;
+            let rolled_back = self.internal(&rollback).await?;
             timer.stop(&latency, Stage::Release);
-            r
+            // The rollback wrote its own binlog group, which moved @@last_gtid: the next
+            // transaction's baseline is read now, off its critical path.
+            self.last_gtid = None;
+            if !matches!(rolled_back, Internal::Err(_)) {
+                if let Ok(v) = self.internal_value("SELECT @@last_gtid").await? {
+                    self.last_gtid = Some(v.unwrap_or_default());
+                }
+            }
+            Ok::<(), End>(())
         };
         let replicate = async {
             let timer = StageTimer::start();
@@ -283,9 +291,6 @@ impl Session {
         };
         let (released, submitted) = tokio::join!(release, replicate);
         self.shared.end_commit();
-        // The rollback wrote its own binlog group, which moved @@last_gtid: read it again
-        // before the next transaction.
-        self.last_gtid = None;
         released?;
         match submitted {
             Ok(s) => Ok(self.outcome(s, &started)?),
