@@ -253,7 +253,7 @@ impl Session {
                     return Ok(Ok(()));
                 }
                 let submitted = submit_rows(&self.fe, &txn, Vec::new(), Vec::new()).await;
-                return Ok(self.outcome(submitted, &started)?);
+                return self.outcome(submitted, &started);
             }
         };
         // The prepared XA is rolled back while the keys are derived and the write set goes
@@ -293,7 +293,7 @@ impl Session {
         self.shared.end_commit();
         released?;
         match submitted {
-            Ok(s) => Ok(self.outcome(s, &started)?),
+            Ok(s) => self.outcome(s, &started),
             Err(refusal) => Ok(Err(refusal)),
         }
     }
