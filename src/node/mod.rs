@@ -330,7 +330,10 @@ fn status_source(
             .join(",");
         let inconsistent = wp.inconsistent();
         let backend_up = backend.health() == backend::Health::Up;
-        let local_state = if primary && inconsistent.is_none() && backend_up {
+        // After a backend restart the binlog reader reconnects a moment later; until then no
+        // write can be captured, so the node is not Synced yet.
+        let capture_up = wp.capture_connected();
+        let local_state = if primary && inconsistent.is_none() && backend_up && capture_up {
             status::LocalState::Synced
         } else {
             status::LocalState::Initialized

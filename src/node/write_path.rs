@@ -337,6 +337,11 @@ impl WritePath {
         tokio::time::timeout(timeout, wait).await.map_err(|_| ())?
     }
 
+    /// Whether the binlog reader is streaming: without it no write can be captured.
+    pub(crate) fn capture_connected(&self) -> bool {
+        self.capture.is_connected()
+    }
+
     /// A handle for status gossip with the other members.
     pub(crate) fn gossip_client(&self) -> Option<crate::replication::GossipClient> {
         let guard = self.replication.try_read().ok()?;
