@@ -3,6 +3,8 @@
 //! nodes in one process on port 0.
 
 pub mod flow_control;
+pub mod latency;
+pub(crate) mod members;
 pub mod progress;
 pub mod status;
 pub(crate) mod write_path;
@@ -161,7 +163,12 @@ impl Node {
         )
         .await
         {
-            Ok(w) => Arc::new(w),
+            Ok(w) => {
+                // Peers learn this node's client address from its progress reports.
+                w.progress
+                    .set_client_address(listener.local_addr()?.to_string());
+                Arc::new(w)
+            }
             Err(e) => {
                 if let BackendOwner::Managed(m) = owner {
                     m.shutdown().await;
@@ -371,13 +378,30 @@ fn status_source(
         .position(|id| *id == node_id)
         .unwrap_or(0);
     let uuid = cluster_uuid.hyphenated().to_string();
+    let client_addr = client_addr.to_string();
     let members = config.members.len();
     Arc::new(move || {
         let (term, leader, size) = wp.raft_summary().unwrap_or((0, None, members));
         let primary = wp.is_primary();
+        let component = members::component(&wp.progress, NodeId(node_id), &client_addr);
+        // Galera's size is the component's. Gossip may lag a node that just joined, but a
+        // Primary component always holds a majority of the members.
+        let cluster_size = if primary {
+            component.len().max(size / 2 + 1)
+        } else {
+            component.len()
+        };
+        let incoming_addresses = component
+            .iter()
+            .map(|m| m.client_address.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let inconsistent = wp.inconsistent();
         let backend_up = backend.health() == backend::Health::Up;
-        let local_state = if primary && inconsistent.is_none() && backend_up {
+        // After a backend restart the binlog reader reconnects a moment later; until then no
+        // write can be captured, so the node is not Synced yet.
+        let capture_up = wp.capture_connected();
+        let local_state = if primary && inconsistent.is_none() && backend_up && capture_up {
             status::LocalState::Synced
         } else {
             status::LocalState::Initialized
@@ -393,11 +417,11 @@ fn status_source(
             inconsistent,
             backend_up,
             ready,
-            cluster_size: if primary { size } else { 1 },
+            cluster_size,
             cluster_state_uuid: uuid.clone(),
             cluster_conf_id: term,
             local_index,
-            incoming_addresses: client_addr.to_string(),
+            incoming_addresses,
             last_committed: wp.last_applied().0,
             recv_queue: sh.queued.load(Ordering::Relaxed),
             leader,
@@ -413,6 +437,7 @@ fn status_source(
             flow_control_recv: fc.recv,
             flow_control_active: fc.active,
             provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
+            latency: Some(sh.latency.clone()),
         }
     })
 }

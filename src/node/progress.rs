@@ -32,7 +32,7 @@ const TOI_MAJORITY_GRACE: Duration = Duration::from_secs(2);
 /// A TOI result nobody else reported within this long is not compared (the others are down).
 const TOI_GIVE_UP: Duration = Duration::from_secs(60);
 /// Format version of the encoded report; a report with another version is ignored.
-const REPORT_VERSION: u8 = 1;
+const REPORT_VERSION: u8 = 2;
 
 /// The result of one TOI statement on one node: 0 when it succeeded, else the backend's error
 /// code (every node must refuse a statement alike).
@@ -54,6 +54,8 @@ pub(crate) struct Report {
     pub(crate) fc_over: bool,
     /// Its most recent TOI results, oldest first.
     pub(crate) toi: Vec<ToiResult>,
+    /// Where its clients connect (`wsrep_incoming_addresses`).
+    pub(crate) client_address: String,
 }
 
 impl Report {
@@ -88,6 +90,8 @@ pub struct NodeProgress {
     pub age: Duration,
     pub live: bool,
     pub fc_over: bool,
+    /// Where its clients connect; empty until its first report says.
+    pub client_address: String,
 }
 
 struct Received {
@@ -109,6 +113,7 @@ pub(crate) struct Progress {
     latest: Mutex<BTreeMap<NodeId, Received>>,
     own_toi: Mutex<VecDeque<ToiResult>>,
     pending_toi: Mutex<Vec<PendingToi>>,
+    client_address: Mutex<String>,
 }
 
 impl Progress {
@@ -119,6 +124,14 @@ impl Progress {
             latest: Mutex::new(BTreeMap::new()),
             own_toi: Mutex::new(VecDeque::new()),
             pending_toi: Mutex::new(Vec::new()),
+            client_address: Mutex::new(String::new()),
+        }
+    }
+
+    /// Where this node's clients connect, told to every peer from the next report on.
+    pub(crate) fn set_client_address(&self, address: String) {
+        if let Ok(mut a) = self.client_address.lock() {
+            *a = address;
         }
     }
 
@@ -146,6 +159,11 @@ impl Progress {
             .own_toi
             .lock()
             .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
+        report.client_address = self
+            .client_address
+            .lock()
+            .map(|a| a.clone())
             .unwrap_or_default();
         self.record(self.self_id, report.clone(), Instant::now());
         report
@@ -188,6 +206,7 @@ impl Progress {
                     age,
                     live: *node == self.self_id || age < LIVE_AGE,
                     fc_over: r.report.fc_over,
+                    client_address: r.report.client_address.clone(),
                 }
             })
             .collect()
@@ -347,6 +366,7 @@ pub(crate) async fn run_reporter(
             queue: view.queue,
             fc_over,
             toi: Vec::new(),
+            client_address: String::new(),
         });
         tx.send_replace(report.encode());
         flow.evaluate(&progress);
@@ -392,6 +412,7 @@ mod tests {
             queue: 3,
             fc_over: true,
             toi: vec![toi(2, 1050)],
+            client_address: "127.0.0.1:3306".into(),
         };
         let bytes = r.encode();
         assert_eq!(Report::decode(&bytes), Some(r));

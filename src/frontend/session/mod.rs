@@ -43,6 +43,11 @@ impl ClientIo {
     pub(crate) async fn send_error(&mut self, seq: u8, e: &ClientError) {
         let _ = self.send(seq, &e.to_packet()).await;
     }
+
+    /// An error sent instead of the server greeting (no SQLSTATE: see `to_pre_greeting_packet`).
+    pub(crate) async fn send_pre_greeting_error(&mut self, e: &ClientError) {
+        let _ = self.send(0, &e.to_pre_greeting_packet()).await;
+    }
 }
 
 /// Why a session ended; only for logging.

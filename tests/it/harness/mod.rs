@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod procs;
 
 use certus::config::{BackendMode, RawNodeConfig};
@@ -339,6 +340,43 @@ impl TestNode {
         }
     }
 
+    /// Stops the node (and its backend) but keeps its data dir, to [`TestNode::resume`] later.
+    pub async fn halt(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts a halted node again on its data dir, its client port and its peer port: it
+    /// rejoins its cluster. Does not wait for readiness (a node without a quorum is not ready).
+    pub async fn resume(&mut self) {
+        assert!(self.node.is_none(), "resume of a running node");
+        let peer_addr = self.cfg.members[&self.cfg.node_id].clone();
+        let bind = |addr: String| async move {
+            // The old sockets may linger for a moment after the shutdown.
+            for _ in 0..50 {
+                if let Ok(l) = tokio::net::TcpListener::bind(&addr).await {
+                    return l;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("cannot bind {addr} again");
+        };
+        let listeners = certus::node::Listeners {
+            client: bind(self.addr.to_string()).await,
+            peer: bind(peer_addr).await,
+            http: Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            ),
+        };
+        let node = Node::start(self.cfg.clone(), listeners)
+            .await
+            .expect("node restarts");
+        self.node = Some(node);
+    }
+
     /// Polls `check` every 50 ms until it holds or `timeout` passes.
     pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -364,6 +402,11 @@ impl Drop for TestNode {
             }
         }
     }
+}
+
+/// A fresh copy of the template data dir (MariaDB installed, accounts created).
+pub fn copy_template() -> tempfile::TempDir {
+    TestNode::copy_template()
 }
 
 /// An admin connection through the node listening on `port` (for spawned tasks).
