@@ -2,6 +2,7 @@
 //! stopped together. Servers receive listeners that are already bound, so tests can run several
 //! nodes in one process on port 0.
 
+mod sst;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -306,7 +307,7 @@ fn status_source(
         let inconsistent = wp.inconsistent();
         let backend_up = backend.health() == backend::Health::Up;
         let local_state = if primary && inconsistent.is_none() && backend_up {
-            status::LocalState::Synced
+            wp.transfer_state().unwrap_or(status::LocalState::Synced)
         } else {
             status::LocalState::Initialized
         };

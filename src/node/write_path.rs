@@ -9,6 +9,13 @@
 //!
 //! An apply failure is never ignored: the node becomes Inconsistent, applies nothing more and
 //! refuses clients (DESIGN §7).
+//!
+//! Snapshots (state transfer, `super::sst`): `NodeFsm::snapshot` captures the certification
+//! state under the state machine's lock and returns the job that dumps the backend;
+//! `NodeFsm::restore` restores the certifier at once and queues the backend load for the apply
+//! task, which runs it in log order (a load the backend does not need is skipped). The node is
+//! Joining while a snapshot arrives and loads, Joined until it has applied what it had certified
+//! by then, then Synced; it is a Donor while it streams a snapshot to a peer.
 
 use crate::apply::{Applier, ApplyError, TOIContext};
 use crate::capture::{Capture, CaptureError, CapturedGroup, Gtid, RowKind};
@@ -53,13 +60,23 @@ enum Work {
     Rows(Vec<Vec<u8>>),
     Toi(writeset::TOICommand),
     Aborted,
+    /// Load the snapshot in this file into the backend (unless it already has it); `seqno` is
+    /// the snapshot's certified seqno.
+    Load(std::fs::File),
 }
 
 struct ApplyItem {
     seqno: Seqno,
+    /// The Raft log index of the entry that carried it.
+    index: u64,
     origin_xid: Option<String>,
     work: Work,
 }
+
+/// Where the node is in a state transfer (`Shared::sst_phase`).
+pub(crate) const SST_NONE: u8 = 0;
+pub(crate) const SST_JOINING: u8 = 1;
+pub(crate) const SST_JOINED: u8 = 3;
 
 /// State shared by the state machine, the apply task and the sessions.
 pub(crate) struct Shared {
@@ -79,9 +96,31 @@ pub(crate) struct Shared {
     /// The last Raft entry certified, and the last seqno assigned by then (causal reads map a
     /// Raft read index to the seqno the backend must reach).
     certified: watch::Sender<(u64, Seqno)>,
+    /// The Raft index below which every entry's write sets are in the backend: the node's own
+    /// bound for purging the log.
+    pub(crate) applied_index: AtomicU64,
+    /// `SST_NONE`, `SST_JOINING` or `SST_JOINED`.
+    sst_phase: std::sync::atomic::AtomicU8,
+    /// Every state-transfer state this node went through, in order (for status and tests).
+    sst_history: Mutex<Vec<&'static str>>,
 }
 
 impl Shared {
+    fn set_sst_phase(&self, phase: u8) {
+        let old = self.sst_phase.swap(phase, Ordering::SeqCst);
+        if old != phase {
+            let name = match phase {
+                SST_JOINING => "Joining",
+                SST_JOINED => "Joined",
+                _ => "Synced",
+            };
+            info!(state = name, "state transfer");
+            if let Ok(mut h) = self.sst_history.lock() {
+                h.push(name);
+            }
+        }
+    }
+
     fn notify(&self, xid: Option<&str>, outcome: Outcome) {
         let Some(xid) = xid else { return };
         let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(xid));
@@ -97,6 +136,7 @@ pub(crate) struct NodeFsm {
     certifier: Certifier,
     queue: mpsc::UnboundedSender<ApplyItem>,
     shared: Arc<Shared>,
+    sst: super::sst::SstBackend,
 }
 
 impl Fsm for NodeFsm {
@@ -106,15 +146,47 @@ impl Fsm for NodeFsm {
         self.shared.certified.send_replace((index, last));
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.certifier.to_snapshot().unwrap_or_default()
+    fn snapshot(&self, index: u64, out: tokio::fs::File) -> crate::replication::SnapshotJob {
+        let header = self
+            .certifier
+            .to_snapshot()
+            .map(|certification| super::sst::Header {
+                index,
+                seqno: self.certifier.last_seqno().0,
+                certification,
+            });
+        let applied = self.shared.applied.subscribe();
+        let backend = self.sst.clone();
+        Box::pin(async move {
+            let header = header.map_err(|e| format!("certification snapshot: {e}"))?;
+            super::sst::write_snapshot(out, header, applied, backend).await
+        })
     }
 
-    fn restore(&mut self, _index: u64, data: &[u8]) {
-        match Certifier::from_snapshot(data) {
-            Ok(c) => self.certifier = c,
-            Err(e) => error!("cannot restore the certification index from a snapshot: {e}"),
+    fn restore(&mut self, index: u64, mut data: std::fs::File) -> Result<(), String> {
+        let header = super::sst::read_header(&mut data)?;
+        if header.index != index {
+            return Err(format!(
+                "snapshot header says index {}, its meta says {index}",
+                header.index
+            ));
         }
+        self.certifier = Certifier::from_snapshot(&header.certification)
+            .map_err(|e| format!("certification snapshot: {e}"))?;
+        let seqno = Seqno(header.seqno);
+        self.shared.certified.send_replace((index, seqno));
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.queue.send(ApplyItem {
+            seqno,
+            index,
+            origin_xid: None,
+            work: Work::Load(data),
+        });
+        Ok(())
+    }
+
+    fn receiving(&mut self) {
+        self.shared.set_sst_phase(SST_JOINING);
     }
 }
 
@@ -147,6 +219,7 @@ impl NodeFsm {
             }
             let _ = self.queue.send(ApplyItem {
                 seqno,
+                index,
                 origin_xid,
                 work,
             });
@@ -174,6 +247,7 @@ pub(crate) struct WritePath {
     apply_task: tokio::task::JoinHandle<()>,
     primary: Arc<std::sync::atomic::AtomicBool>,
     primary_task: tokio::task::JoinHandle<()>,
+    donor: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -189,7 +263,7 @@ const INDETERMINATE_GRACE: Duration = Duration::from_secs(5);
 impl WritePath {
     pub(crate) async fn start(
         node: NodeId,
-        repl_cfg: crate::replication::ReplicationConfig,
+        mut repl_cfg: crate::replication::ReplicationConfig,
         peer_listener: tokio::net::TcpListener,
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
@@ -237,14 +311,26 @@ impl WritePath {
             received: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             certified: watch::channel((0, start_applied)).0,
+            applied_index: AtomicU64::new(0),
+            sst_phase: std::sync::atomic::AtomicU8::new(SST_NONE),
+            sst_history: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let sst = super::sst::SstBackend::new(backend, repl_cfg.data_dir.clone());
         let fsm = Arc::new(Mutex::new(NodeFsm {
             node,
             certifier: Certifier::new(CERTIFICATION_WINDOW),
             queue: tx,
             shared: shared.clone(),
+            sst: sst.clone(),
         }));
+        // The node's own purge bound: what its backend has applied. The leader also holds the
+        // log for the followers that answer (see `replication::purge_upto`).
+        // TODO(progress): take the min with progress.rs's lowest live applied index as well.
+        let bound_shared = shared.clone();
+        repl_cfg.purge_bound = Arc::new(move || {
+            Some(bound_shared.applied_index.load(Ordering::Relaxed))
+        });
         let catalog = Catalog::default();
         let pool = backend.pool.clone();
         let ctx = ApplyCtx {
@@ -256,6 +342,7 @@ impl WritePath {
             catalog: catalog.clone(),
             pool: pool.clone(),
             registry,
+            sst,
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let replication = Replication::start(repl_cfg, fsm, peer_listener)
@@ -266,6 +353,7 @@ impl WritePath {
             replication.metrics().is_primary,
         ));
         let probe = replication.primary_probe();
+        let donor = Box::new(replication.donor_probe());
         let flag = primary.clone();
         let primary_task = tokio::spawn(async move {
             loop {
@@ -274,6 +362,7 @@ impl WritePath {
             }
         });
         Ok(WritePath {
+            donor,
             primary,
             primary_task,
             node,
@@ -289,6 +378,47 @@ impl WritePath {
     /// The seqno this backend reflects: a transaction's last_seen, read before it starts.
     pub(crate) fn last_applied(&self) -> Seqno {
         *self.shared.applied.borrow()
+    }
+
+    /// The state-transfer state to report instead of Synced, if any: Joining or Joined while a
+    /// snapshot arrives, loads and is caught up with, Donor while one is streamed to a peer.
+    pub(crate) fn transfer_state(&self) -> Option<super::status::LocalState> {
+        use super::status::LocalState;
+        match self.shared.sst_phase.load(Ordering::SeqCst) {
+            SST_JOINING => Some(LocalState::Joining),
+            SST_JOINED => Some(LocalState::Joined),
+            _ if (self.donor)() => Some(LocalState::Donor),
+            _ => None,
+        }
+    }
+
+    /// Whether a state transfer keeps this node from serving clients (Joining or Joined).
+    pub(crate) fn joining(&self) -> bool {
+        self.shared.sst_phase.load(Ordering::SeqCst) != SST_NONE
+    }
+
+    /// Every state-transfer state this node went through, in order.
+    pub(crate) fn transfer_history(&self) -> Vec<&'static str> {
+        self.shared
+            .sst_history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    /// This node's Raft view (log, snapshot and purge positions), when it can be read without
+    /// waiting.
+    pub(crate) fn replication_metrics(&self) -> Option<crate::replication::ReplicationMetrics> {
+        let guard = self.replication.try_read().ok()?;
+        Some(guard.as_ref()?.metrics())
+    }
+
+    /// Asks Raft to build a snapshot now (in the background).
+    pub(crate) async fn trigger_snapshot(&self) -> Result<(), String> {
+        match self.replication.read().await.as_ref() {
+            Some(r) => r.trigger_snapshot().await,
+            None => Err("replication is shutting down".into()),
+        }
     }
 
     pub(crate) fn inconsistent(&self) -> Option<String> {
@@ -657,6 +787,7 @@ struct ApplyCtx {
     catalog: Catalog,
     pool: mysql_async::Pool,
     registry: Arc<Registry>,
+    sst: super::sst::SstBackend,
 }
 
 /// How the apply of one write set ended.
@@ -667,6 +798,23 @@ enum Applied {
 }
 
 impl ApplyCtx {
+    /// Loads a snapshot into the backend unless the backend already holds its seqno. Returns
+    /// the backend's applied seqno after a load.
+    async fn load(&mut self, file: std::fs::File, seqno: Seqno) -> Result<Option<Seqno>, String> {
+        let have = super::sst::backend_applied(&self.sst).await?;
+        if have >= seqno {
+            info!(%have, snapshot = %seqno, "the backend already holds the snapshot; no load");
+            return Ok(None);
+        }
+        self.shared.set_sst_phase(SST_JOINING);
+        info!(%have, snapshot = %seqno, "loading a snapshot into the backend (SST)");
+        let (header, applied) = super::sst::load_snapshot(file, &self.sst).await?;
+        self.catalog.invalidate_all();
+        info!(index = header.index, %applied, "snapshot loaded");
+        self.shared.set_sst_phase(SST_JOINED);
+        Ok(Some(applied))
+    }
+
     async fn apply_rows(&mut self, seqno: Seqno, statements: &[Vec<u8>]) -> Result<(), ApplyError> {
         let thread = self.applier.thread_id();
         let apply = self.applier.apply(seqno, statements);
@@ -714,7 +862,7 @@ impl ApplyCtx {
         let mut deadlocks = 0;
         loop {
             let result = match work {
-                Work::Aborted => return Applied::Done,
+                Work::Aborted | Work::Load(_) => return Applied::Done,
                 Work::Rows(statements) => self.apply_rows(seqno, statements).await,
                 Work::Toi(cmd) => {
                     let ctx = TOIContext {
@@ -760,6 +908,17 @@ impl ApplyCtx {
 /// gives up and becomes Inconsistent.
 const MAX_APPLY_RETRIES: u64 = 100;
 
+/// After a snapshot load: Joined until every write set certified when the load ended has been
+/// applied, then Synced.
+fn after_item(shared: &Shared, joined_until: &mut Option<Seqno>, applied: Seqno) {
+    if let Some(target) = *joined_until {
+        if applied >= target && shared.queued.load(Ordering::Relaxed) == 0 {
+            *joined_until = None;
+            shared.set_sst_phase(SST_NONE);
+        }
+    }
+}
+
 async fn apply_loop(
     mut rx: mpsc::UnboundedReceiver<ApplyItem>,
     mut ctx: ApplyCtx,
@@ -767,6 +926,8 @@ async fn apply_loop(
 ) {
     let mut failed: Option<String> = None;
     let shared = ctx.shared.clone();
+    let mut skip_upto = start_applied;
+    let mut joined_until: Option<Seqno> = None;
     while let Some(item) = rx.recv().await {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
@@ -775,9 +936,39 @@ async fn apply_loop(
             continue;
         }
         let seqno = item.seqno;
-        if seqno <= start_applied {
-            // Replayed from the log after a restart: the backend already has it.
-            shared.applied.send_replace(seqno);
+        if let Work::Load(file) = item.work {
+            match ctx.load(file, seqno).await {
+                Ok(Some(applied)) => {
+                    skip_upto = applied;
+                    shared.applied.send_replace(applied.max(seqno));
+                    shared.applied_index.store(item.index, Ordering::Relaxed);
+                    joined_until = Some(shared.certified.borrow().1);
+                    after_item(&shared, &mut joined_until, applied.max(seqno));
+                }
+                Ok(None) => {
+                    if joined_until.is_none() {
+                        shared.set_sst_phase(SST_NONE);
+                    }
+                }
+                Err(e) => {
+                    let reason = format!("state transfer failed: {e}");
+                    error!("{reason}; this node is now Inconsistent and stops serving");
+                    shared.inconsistent.send_replace(Some(reason.clone()));
+                    failed = Some(reason);
+                }
+            }
+            continue;
+        }
+        if seqno <= skip_upto {
+            // Replayed from the log after a restart or covered by a loaded snapshot: the
+            // backend already has it.
+            if seqno > *shared.applied.borrow() {
+                shared.applied.send_replace(seqno);
+            }
+            shared
+                .applied_index
+                .store(item.index.saturating_sub(1), Ordering::Relaxed);
+            after_item(&shared, &mut joined_until, seqno);
             continue;
         }
         let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
@@ -817,6 +1008,11 @@ async fn apply_loop(
             }
         };
         shared.applied.send_replace(seqno);
+        // Entries before this one are fully applied (a batch may hold more write sets).
+        shared
+            .applied_index
+            .store(item.index.saturating_sub(1), Ordering::Relaxed);
         shared.notify(xid, outcome);
+        after_item(&shared, &mut joined_until, seqno);
     }
 }
