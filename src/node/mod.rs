@@ -130,6 +130,11 @@ impl Node {
             config.cluster_secret.clone(),
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
+        repl_cfg.snapshot_policy = match config.snapshot_logs {
+            0 => crate::replication::SnapshotPolicy::Never,
+            n => crate::replication::SnapshotPolicy::LogsSinceLast(n),
+        };
+        repl_cfg.log_keep_margin = config.log_keep_margin;
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -241,6 +246,26 @@ impl Node {
     /// The node's state, as the status surfaces report it.
     pub fn status(&self) -> status::NodeStatus {
         (self.frontend.status)()
+    }
+
+    /// Snapshots (SSTs) loaded into the backend since the node started.
+    pub fn sst_loads(&self) -> u64 {
+        self.frontend.write_path.sst_loads()
+    }
+
+    /// Every joiner state (Joining, Joined, Synced) this node went through since start, in order.
+    pub fn transfer_history(&self) -> Vec<&'static str> {
+        self.frontend.write_path.transfer_history()
+    }
+
+    /// This node's Raft positions (last log, snapshot, purged), when readable without waiting.
+    pub fn replication_metrics(&self) -> Option<crate::replication::ReplicationMetrics> {
+        self.frontend.write_path.replication_metrics()
+    }
+
+    /// Asks Raft to build a snapshot (an SST dump) now; it is built in the background.
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.frontend.write_path.trigger_snapshot().await
     }
 
     /// The number of client sessions currently open.

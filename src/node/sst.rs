@@ -12,7 +12,7 @@
 //! state. The SQL is `mariadb-dump --single-transaction` of every schema but `mysql` (so the
 //! user schemas, routines, triggers, events and views, and `certus.state` with the applied seqno
 //! of the same consistent snapshot), then the accounts and their grants as `CREATE USER` /
-//! `GRANT` statements, minus the node-local accounts (`KEPT_ACCOUNTS` and the service account,
+//! `GRANT` statements, minus the node-local accounts (`KEPT_USERS` and the service account,
 //! whose password differs on every node).
 //!
 //! Why the dump's seqno may differ from the header's: the certification state is captured under
@@ -36,8 +36,9 @@ const MAGIC: &[u8; 12] = b"CERTUS-SST1\n";
 /// A header larger than this is not one of ours (the certification index is far smaller).
 const MAX_HEADER: u32 = 1 << 30;
 
-/// Accounts every install creates for itself; never transferred nor dropped.
-const KEPT_ACCOUNTS: &[(&str, &str)] = &[("root", "localhost"), ("mariadb.sys", "localhost")];
+/// Accounts every install creates for itself (any host); never transferred nor dropped. Their
+/// PROXY grants can only be given by themselves, so they could not be recreated anyway.
+const KEPT_USERS: &[&str] = &["root", "mariadb.sys"];
 /// Schemas that are the server's own, not user data.
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
 
@@ -164,8 +165,7 @@ impl SstBackend {
     }
 
     fn is_kept_account(&self, user: &str, host: &str) -> bool {
-        (user == self.user && host == "localhost")
-            || KEPT_ACCOUNTS.iter().any(|(u, h)| *u == user && *h == host)
+        (user == self.user && host == "localhost") || KEPT_USERS.contains(&user)
     }
 }
 
@@ -288,10 +288,7 @@ async fn dump_accounts(backend: &SstBackend) -> Result<String, String> {
                 .query(format!("SHOW GRANTS FOR {}", quote_ident(&user)))
                 .await
                 .map_err(err)?;
-            for g in rows {
-                grants.push_str(&g);
-                grants.push_str(";\n");
-            }
+            push_grants(&mut grants, rows);
             continue;
         }
         let create: Option<String> = conn
@@ -306,15 +303,24 @@ async fn dump_accounts(backend: &SstBackend) -> Result<String, String> {
             .query(format!("SHOW GRANTS FOR {account}"))
             .await
             .map_err(err)?;
-        for g in rows {
-            grants.push_str(&g);
-            grants.push_str(";\n");
-        }
+        push_grants(&mut grants, rows);
     }
     creates.push_str(&grants);
     creates.push_str("FLUSH PRIVILEGES;\n");
     let _ = conn.disconnect().await;
     Ok(creates)
+}
+
+/// Appends `SHOW GRANTS` rows as statements. PROXY grants are left out: only an account holding
+/// that PROXY privilege with GRANT OPTION may give it, which the service account does not.
+fn push_grants(out: &mut String, rows: Vec<String>) {
+    for g in rows {
+        if g.starts_with("GRANT PROXY ON") {
+            continue;
+        }
+        out.push_str(&g);
+        out.push_str(";\n");
+    }
 }
 
 /// Replaces the backend's user data with the snapshot in `file` (positioned anywhere) and

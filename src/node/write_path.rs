@@ -76,7 +76,17 @@ struct ApplyItem {
 /// Where the node is in a state transfer (`Shared::sst_phase`).
 pub(crate) const SST_NONE: u8 = 0;
 pub(crate) const SST_JOINING: u8 = 1;
+/// Joining, and a snapshot is loading into the backend (only the load ends it).
+pub(crate) const SST_LOADING: u8 = 2;
 pub(crate) const SST_JOINED: u8 = 3;
+
+fn phase_name(phase: u8) -> &'static str {
+    match phase {
+        SST_JOINING | SST_LOADING => "Joining",
+        SST_JOINED => "Joined",
+        _ => "Synced",
+    }
+}
 
 /// State shared by the state machine, the apply task and the sessions.
 pub(crate) struct Shared {
@@ -99,8 +109,10 @@ pub(crate) struct Shared {
     /// The Raft index below which every entry's write sets are in the backend: the node's own
     /// bound for purging the log.
     pub(crate) applied_index: AtomicU64,
-    /// `SST_NONE`, `SST_JOINING` or `SST_JOINED`.
+    /// `SST_NONE`, `SST_JOINING` or `SST_JOINED`. A node starts Joining.
     sst_phase: std::sync::atomic::AtomicU8,
+    /// Snapshots loaded into the backend since start (state transfers received).
+    pub(crate) sst_loads: AtomicU64,
     /// Every state-transfer state this node went through, in order (for status and tests).
     sst_history: Mutex<Vec<&'static str>>,
 }
@@ -108,15 +120,27 @@ pub(crate) struct Shared {
 impl Shared {
     fn set_sst_phase(&self, phase: u8) {
         let old = self.sst_phase.swap(phase, Ordering::SeqCst);
-        if old != phase {
-            let name = match phase {
-                SST_JOINING => "Joining",
-                SST_JOINED => "Joined",
-                _ => "Synced",
-            };
-            info!(state = name, "state transfer");
+        self.record_phase(old, phase);
+    }
+
+    /// Moves from `from` to `to` only if the phase is still `from` (the apply task may have
+    /// started a load meanwhile).
+    fn advance_sst_phase(&self, from: u8, to: u8) {
+        if self
+            .sst_phase
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.record_phase(from, to);
+        }
+    }
+
+    fn record_phase(&self, old: u8, new: u8) {
+        let (old, new) = (phase_name(old), phase_name(new));
+        if old != new {
+            info!(state = new, "joiner state");
             if let Ok(mut h) = self.sst_history.lock() {
-                h.push(name);
+                h.push(new);
             }
         }
     }
@@ -186,7 +210,10 @@ impl Fsm for NodeFsm {
     }
 
     fn receiving(&mut self) {
-        self.shared.set_sst_phase(SST_JOINING);
+        // A load in progress stays Loading: only its end may move the node on.
+        for from in [SST_NONE, SST_JOINED] {
+            self.shared.advance_sst_phase(from, SST_JOINING);
+        }
     }
 }
 
@@ -239,7 +266,7 @@ pub(crate) enum SubmitError {
 pub(crate) struct WritePath {
     pub(crate) node: NodeId,
     /// Taken out at shutdown; sessions still running then get Definite "shutting down" errors.
-    replication: tokio::sync::RwLock<Option<Replication>>,
+    replication: Arc<tokio::sync::RwLock<Option<Replication>>>,
     capture: Capture,
     pub(crate) shared: Arc<Shared>,
     catalog: Catalog,
@@ -248,6 +275,7 @@ pub(crate) struct WritePath {
     primary: Arc<std::sync::atomic::AtomicBool>,
     primary_task: tokio::task::JoinHandle<()>,
     donor: Box<dyn Fn() -> bool + Send + Sync>,
+    sync_task: tokio::task::JoinHandle<()>,
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -312,8 +340,9 @@ impl WritePath {
             queued: AtomicU64::new(0),
             certified: watch::channel((0, start_applied)).0,
             applied_index: AtomicU64::new(0),
-            sst_phase: std::sync::atomic::AtomicU8::new(SST_NONE),
-            sst_history: Mutex::new(Vec::new()),
+            sst_phase: std::sync::atomic::AtomicU8::new(SST_JOINING),
+            sst_loads: AtomicU64::new(0),
+            sst_history: Mutex::new(vec!["Joining"]),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let sst = super::sst::SstBackend::new(backend, repl_cfg.data_dir.clone());
@@ -361,12 +390,15 @@ impl WritePath {
                 tokio::time::sleep(PRIMARY_SAMPLE).await;
             }
         });
+        let replication = Arc::new(tokio::sync::RwLock::new(Some(replication)));
+        let sync_task = tokio::spawn(sync_monitor(replication.clone(), shared.clone()));
         Ok(WritePath {
+            sync_task,
             donor,
             primary,
             primary_task,
             node,
-            replication: tokio::sync::RwLock::new(Some(replication)),
+            replication,
             capture,
             shared,
             catalog,
@@ -385,7 +417,7 @@ impl WritePath {
     pub(crate) fn transfer_state(&self) -> Option<super::status::LocalState> {
         use super::status::LocalState;
         match self.shared.sst_phase.load(Ordering::SeqCst) {
-            SST_JOINING => Some(LocalState::Joining),
+            SST_JOINING | SST_LOADING => Some(LocalState::Joining),
             SST_JOINED => Some(LocalState::Joined),
             _ if (self.donor)() => Some(LocalState::Donor),
             _ => None,
@@ -395,6 +427,11 @@ impl WritePath {
     /// Whether a state transfer keeps this node from serving clients (Joining or Joined).
     pub(crate) fn joining(&self) -> bool {
         self.shared.sst_phase.load(Ordering::SeqCst) != SST_NONE
+    }
+
+    /// Snapshots loaded into the backend since start (state transfers received).
+    pub(crate) fn sst_loads(&self) -> u64 {
+        self.shared.sst_loads.load(Ordering::Relaxed)
     }
 
     /// Every state-transfer state this node went through, in order.
@@ -563,6 +600,7 @@ impl WritePath {
     }
 
     pub(crate) async fn shutdown(&self) {
+        self.sync_task.abort();
         if let Some(r) = self.replication.write().await.take() {
             r.shutdown().await;
         }
@@ -806,10 +844,11 @@ impl ApplyCtx {
             info!(%have, snapshot = %seqno, "the backend already holds the snapshot; no load");
             return Ok(None);
         }
-        self.shared.set_sst_phase(SST_JOINING);
+        self.shared.set_sst_phase(SST_LOADING);
         info!(%have, snapshot = %seqno, "loading a snapshot into the backend (SST)");
         let (header, applied) = super::sst::load_snapshot(file, &self.sst).await?;
         self.catalog.invalidate_all();
+        self.shared.sst_loads.fetch_add(1, Ordering::Relaxed);
         info!(index = header.index, %applied, "snapshot loaded");
         self.shared.set_sst_phase(SST_JOINED);
         Ok(Some(applied))
@@ -908,13 +947,44 @@ impl ApplyCtx {
 /// gives up and becomes Inconsistent.
 const MAX_APPLY_RETRIES: u64 = 100;
 
-/// After a snapshot load: Joined until every write set certified when the load ended has been
-/// applied, then Synced.
-fn after_item(shared: &Shared, joined_until: &mut Option<Seqno>, applied: Seqno) {
-    if let Some(target) = *joined_until {
-        if applied >= target && shared.queued.load(Ordering::Relaxed) == 0 {
-            *joined_until = None;
-            shared.set_sst_phase(SST_NONE);
+/// How often a Joining or Joined node checks whether it has caught up.
+const SYNC_CHECK: Duration = Duration::from_millis(100);
+
+/// Drives Joining -> Joined -> Synced (DESIGN §10): a node is Joining until its state machine
+/// has applied the leader's commit index (read index) as of the check, including any snapshot
+/// it had to receive, Joined until its backend has applied every write set certified by then,
+/// then Synced. A node starts Joining, and becomes Joining again when a snapshot arrives.
+async fn sync_monitor(replication: Arc<tokio::sync::RwLock<Option<Replication>>>, shared: Arc<Shared>) {
+    // What the backend must reach to be Synced: the seqno certified when it became Joined (a
+    // node under steady load would never see an empty queue).
+    let mut joined_target: Option<Seqno> = None;
+    loop {
+        tokio::time::sleep(SYNC_CHECK).await;
+        let phase = shared.sst_phase.load(Ordering::SeqCst);
+        if phase != SST_JOINED {
+            joined_target = None;
+        }
+        if phase == SST_NONE || phase == SST_LOADING {
+            continue;
+        }
+        let caught_up = {
+            let guard = replication.read().await;
+            let Some(r) = guard.as_ref() else { return };
+            match tokio::time::timeout(Duration::from_secs(2), r.read_index()).await {
+                Ok(Ok(index)) => r.wait_applied(index, Duration::from_millis(500)).await,
+                _ => false,
+            }
+        };
+        if !caught_up {
+            continue;
+        }
+        if phase == SST_JOINING {
+            shared.advance_sst_phase(SST_JOINING, SST_JOINED);
+            continue;
+        }
+        let target = *joined_target.get_or_insert_with(|| shared.certified.borrow().1);
+        if *shared.applied.borrow() >= target {
+            shared.advance_sst_phase(SST_JOINED, SST_NONE);
         }
     }
 }
@@ -927,7 +997,6 @@ async fn apply_loop(
     let mut failed: Option<String> = None;
     let shared = ctx.shared.clone();
     let mut skip_upto = start_applied;
-    let mut joined_until: Option<Seqno> = None;
     while let Some(item) = rx.recv().await {
         shared.queued.fetch_sub(1, Ordering::Relaxed);
         let xid = item.origin_xid.as_deref();
@@ -942,14 +1011,8 @@ async fn apply_loop(
                     skip_upto = applied;
                     shared.applied.send_replace(applied.max(seqno));
                     shared.applied_index.store(item.index, Ordering::Relaxed);
-                    joined_until = Some(shared.certified.borrow().1);
-                    after_item(&shared, &mut joined_until, applied.max(seqno));
                 }
-                Ok(None) => {
-                    if joined_until.is_none() {
-                        shared.set_sst_phase(SST_NONE);
-                    }
-                }
+                Ok(None) => {}
                 Err(e) => {
                     let reason = format!("state transfer failed: {e}");
                     error!("{reason}; this node is now Inconsistent and stops serving");
@@ -968,7 +1031,6 @@ async fn apply_loop(
             shared
                 .applied_index
                 .store(item.index.saturating_sub(1), Ordering::Relaxed);
-            after_item(&shared, &mut joined_until, seqno);
             continue;
         }
         let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
@@ -1013,6 +1075,5 @@ async fn apply_loop(
             .applied_index
             .store(item.index.saturating_sub(1), Ordering::Relaxed);
         shared.notify(xid, outcome);
-        after_item(&shared, &mut joined_until, seqno);
     }
 }

@@ -432,14 +432,13 @@ mod tests {
 
     /// Appends through the real WAL and waits for durability the way openraft would.
     async fn append_durable(store: &mut LogStore, entries: Vec<Entry>) {
-        let bytes: Vec<u8> = entries
-            .iter()
-            .flat_map(|e| LogStore::framed(&Record::Entry(e.clone())).unwrap())
-            .collect();
+        let mut bytes = Vec::new();
         {
             let mut mem = store.mem().unwrap();
             for e in entries {
-                mem.insert(e, 10);
+                let framed = LogStore::framed(&Record::Entry(e.clone())).unwrap();
+                mem.insert(e, framed.len() as u64);
+                bytes.extend_from_slice(&framed);
             }
         }
         store.wal.write_durable(bytes).await.unwrap();
@@ -541,6 +540,40 @@ mod tests {
         drop(s);
         closed.wait().await;
         assert!(LogStore::open(dir.path(), 1, AppendWatch::default()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn purging_most_of_the_log_compacts_the_file_and_reopen_sees_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(wal::WAL_FILE);
+        let big = vec![7u8; 256 * 1024];
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=60).map(|i| entry(2, i, &big)).collect()).await;
+            s.save_vote(&Vote::new(2, 1)).await.unwrap();
+            let before = std::fs::metadata(&path).unwrap().len();
+            assert!(before > 15 * 1024 * 1024);
+            s.purge(RaftLogId::new(CommittedLeaderId::new(2, 1), 55))
+                .await
+                .unwrap();
+            // Appends after the compaction land in the new file.
+            append_durable(&mut s, vec![entry(2, 61, b"after")]).await;
+            let after = std::fs::metadata(&path).unwrap().len();
+            assert!(
+                after < 2 * 1024 * 1024,
+                "file not compacted: {before} -> {after} bytes"
+            );
+            assert_eq!(indexes(&mut s).await, (56..=61).collect::<Vec<_>>());
+            closed
+        };
+        closed.wait().await;
+        let (mut s, rec, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(rec.dropped_tail, 0);
+        assert_eq!(indexes(&mut s).await, (56..=61).collect::<Vec<_>>());
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(55));
+        assert!(!dir.path().join("raft.wal.compact").exists());
     }
 
     #[test]

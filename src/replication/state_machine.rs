@@ -266,7 +266,12 @@ impl StateMachine {
             let out = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             (fsm.snapshot(index, tokio::fs::File::from_std(out)), meta, tmp)
         };
-        if let Err(e) = job.await {
+        let mut stop = self.stop.clone();
+        let result = tokio::select! {
+            r = job => r,
+            _ = stop.wait_for(|s| *s) => Err("the node is shutting down".to_string()),
+        };
+        if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }

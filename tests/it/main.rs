@@ -4,3 +4,4 @@ mod client_edge;
 mod harness;
 mod replication;
 mod status;
+mod sst;
