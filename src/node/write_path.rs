@@ -971,7 +971,10 @@ async fn sync_monitor(replication: Arc<tokio::sync::RwLock<Option<Replication>>>
             let guard = replication.read().await;
             let Some(r) = guard.as_ref() else { return };
             match tokio::time::timeout(Duration::from_secs(2), r.read_index()).await {
-                Ok(Ok(index)) => r.wait_applied(index, Duration::from_millis(500)).await,
+                Ok(Ok(index)) => {
+                    r.metrics().is_primary
+                        && r.wait_applied(index, Duration::from_millis(500)).await
+                }
                 _ => false,
             }
         };
