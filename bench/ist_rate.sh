@@ -64,16 +64,19 @@ start_seqno=$(applied_on 1)
 
 log "writing $N write sets through node 1 ($CLIENTS clients)"
 per=$((N / CLIENTS))
-t0=$(now)
 for c in $(seq 1 $CLIENTS); do
-  python3 - "$per" "$c" <<'EOF' | mariadb "${C1[@]}" &
-import sys
-per, c = int(sys.argv[1]), int(sys.argv[2])
-for i in range(per):
-    print(f"UPDATE ist.t SET n = n + 1 WHERE id = {(c * 7919 + i) % 1000 + 1};")
-EOF
+  for i in $(seq 1 $per); do
+    echo "UPDATE ist.t SET n = n + 1 WHERE id = $(( (c * 7919 + i) % 1000 + 1 ));"
+  done >"$WORK/client$c.sql"
 done
-wait
+t0=$(now)
+clients=()
+for c in $(seq 1 $CLIENTS); do
+  mariadb "${C1[@]}" <"$WORK/client$c.sql" &
+  clients+=($!)
+done
+# Only the clients: a bare `wait` would also wait for the certus nodes.
+for p in "${clients[@]}"; do wait "$p" || die "a client failed"; done
 t1=$(now)
 target=$(applied_on 1)
 written=$((target - start_seqno))
@@ -88,7 +91,7 @@ for o in "${INNODB_OPTS[@]}"; do opts+=(--backend-option "$o"); done
 ts=$(now)
 "$CERTUS_BIN" node --node-id $i --node-name n$i --data-dir "$WORK/certus/n$i" \
   --listen 127.0.0.1:$(c_port $i) --peer-listen 127.0.0.1:$(c_peer $i) "${members[@]}" \
-  --cluster-secret "$CLUSTER_SECRET" "${opts[@]}" >"$WORK/logs/certus_n$i.restart.log" 2>&1 &
+  --http-listen 127.0.0.1:$(c_http $i) --cluster-secret "$CLUSTER_SECRET" "${opts[@]}" >"$WORK/logs/certus_n$i.restart.log" 2>&1 &
 remember_pid $! "$WORK/certus/n$i"
 base=$(applied_on 3)
 while [ "$base" = -1 ]; do sleep 0.05; base=$(applied_on 3); done

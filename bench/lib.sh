@@ -16,6 +16,7 @@ g_ist() { echo $((PORT_BASE + 20 + $1)); }    # IST receiver
 g_sst() { echo $((PORT_BASE + 30 + $1)); }    # rsync SST receiver
 c_port() { echo $((PORT_BASE + 40 + $1)); }   # certus node i: client port
 c_peer() { echo $((PORT_BASE + 50 + $1)); }   # certus node i: peer (Raft) port
+c_http() { echo $((PORT_BASE + 60 + $1)); }   # certus node i: HTTP (clustercheck) port
 
 SB_USER=sb
 SB_PASS=sbpass
@@ -266,6 +267,7 @@ start_certus() {
   for i in 1 2 3; do
     "$CERTUS_BIN" node --node-id $i --node-name n$i --data-dir "$WORK/certus/n$i" \
       --listen 127.0.0.1:$(c_port $i) --peer-listen 127.0.0.1:$(c_peer $i) "${members[@]}" \
+      --http-listen 127.0.0.1:$(c_http $i) \
       --cluster-secret "$CLUSTER_SECRET" "${opts[@]}" >"$WORK/logs/certus_n$i.log" 2>&1 &
     pid=$!
     remember_pid $pid "$WORK/certus/n$i"
@@ -306,6 +308,7 @@ start_certus_single() {
   for o in "${INNODB_OPTS[@]}"; do opts+=(--backend-option "$o"); done
   "$CERTUS_BIN" node --node-id 4 --node-name single --data-dir "$WORK/certus/n4" \
     --listen 127.0.0.1:$(c_port 4) --peer-listen 127.0.0.1:$(c_peer 4) "${opts[@]}" \
+    --http-listen 127.0.0.1:$(c_http 4) \
     >"$WORK/logs/certus_single.log" 2>&1 &
   local pid=$!
   remember_pid $pid "$WORK/certus/n4"

@@ -99,9 +99,8 @@ pub(crate) fn read_header(r: &mut impl Read) -> Result<Header, String> {
     if crc32fast::hash(&payload) != crc {
         return Err("snapshot header checksum mismatch".into());
     }
-    let (h, used): (Header, usize) =
-        bincode::serde::decode_from_slice(&payload, bincode_config())
-            .map_err(|e| format!("snapshot header: {e}"))?;
+    let (h, used): (Header, usize) = bincode::serde::decode_from_slice(&payload, bincode_config())
+        .map_err(|e| format!("snapshot header: {e}"))?;
     if used != payload.len() {
         return Err("snapshot header has trailing bytes".into());
     }

@@ -357,9 +357,8 @@ impl WritePath {
         // log for the followers that answer (see `replication::purge_upto`).
         // TODO(progress): take the min with progress.rs's lowest live applied index as well.
         let bound_shared = shared.clone();
-        repl_cfg.purge_bound = Arc::new(move || {
-            Some(bound_shared.applied_index.load(Ordering::Relaxed))
-        });
+        repl_cfg.purge_bound =
+            Arc::new(move || Some(bound_shared.applied_index.load(Ordering::Relaxed)));
         let catalog = Catalog::default();
         let pool = backend.pool.clone();
         let ctx = ApplyCtx {
@@ -954,7 +953,10 @@ const SYNC_CHECK: Duration = Duration::from_millis(100);
 /// has applied the leader's commit index (read index) as of the check, including any snapshot
 /// it had to receive, Joined until its backend has applied every write set certified by then,
 /// then Synced. A node starts Joining, and becomes Joining again when a snapshot arrives.
-async fn sync_monitor(replication: Arc<tokio::sync::RwLock<Option<Replication>>>, shared: Arc<Shared>) {
+async fn sync_monitor(
+    replication: Arc<tokio::sync::RwLock<Option<Replication>>>,
+    shared: Arc<Shared>,
+) {
     // What the backend must reach to be Synced: the seqno certified when it became Joined (a
     // node under steady load would never see an empty queue).
     let mut joined_target: Option<Seqno> = None;
@@ -992,6 +994,11 @@ async fn sync_monitor(replication: Arc<tokio::sync::RwLock<Option<Replication>>>
     }
 }
 
+/// At most this many queued write sets, or this many bytes of row events, are applied in one
+/// backend transaction when the applier has a backlog (IST replay after a restart, or a burst).
+const GROUP_MAX_WRITE_SETS: usize = 256;
+const GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 async fn apply_loop(
     mut rx: mpsc::UnboundedReceiver<ApplyItem>,
     mut ctx: ApplyCtx,
@@ -1000,11 +1007,21 @@ async fn apply_loop(
     let mut failed: Option<String> = None;
     let shared = ctx.shared.clone();
     let mut skip_upto = start_applied;
-    while let Some(item) = rx.recv().await {
-        shared.queued.fetch_sub(1, Ordering::Relaxed);
-        let xid = item.origin_xid.as_deref();
-        if let Some(reason) = &failed {
-            shared.notify(xid, Outcome::NodeFailed(reason.clone()));
+    // An item taken from the queue while gathering a group, to process next.
+    let mut carry: Option<ApplyItem> = None;
+    loop {
+        let item = match carry.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => {
+                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    item
+                }
+                None => break,
+            },
+        };
+        if failed.is_some() {
+            apply_one(&mut ctx, item, &mut failed).await;
             continue;
         }
         let seqno = item.seqno;
@@ -1036,47 +1053,132 @@ async fn apply_loop(
                 .store(item.index.saturating_sub(1), Ordering::Relaxed);
             continue;
         }
-        let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
-            (Work::Aborted, _) => Outcome::Aborted { seqno },
-            (_, Applied::Done) => Outcome::Committed { seqno },
-            (
-                Work::Toi(_),
-                Applied::Refused(ApplyError::Backend {
+        if !matches!(item.work, Work::Rows(_)) {
+            apply_one(&mut ctx, item, &mut failed).await;
+            continue;
+        }
+        // A backlog of row write sets is applied as one backend transaction (one commit
+        // instead of one per write set): what makes IST fast. Without a backlog the group is
+        // the one write set, so latency is unchanged.
+        let mut group = vec![item];
+        let mut bytes = 0;
+        while group.len() < GROUP_MAX_WRITE_SETS && bytes < GROUP_MAX_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            match &next.work {
+                Work::Rows(stmts) if next.seqno > skip_upto => {
+                    bytes += stmts.iter().map(Vec::len).sum::<usize>();
+                    group.push(next);
+                }
+                Work::Aborted if next.seqno > skip_upto => group.push(next),
+                _ => {
+                    carry = Some(next);
+                    break;
+                }
+            }
+        }
+        if group.len() == 1 {
+            for item in group {
+                apply_one(&mut ctx, item, &mut failed).await;
+            }
+        } else {
+            apply_group(&mut ctx, group, &mut failed).await;
+        }
+    }
+}
+
+/// Applies consecutive row (and aborted) write sets in one backend transaction whose applied
+/// seqno is the last one's: all or nothing, so still exactly once. If the backend refuses the
+/// group, the write sets are applied one by one, so the failing one is found and reported
+/// exactly as without grouping.
+async fn apply_group(ctx: &mut ApplyCtx, group: Vec<ApplyItem>, failed: &mut Option<String>) {
+    let Some(last) = group.last().map(|i| (i.seqno, i.index)) else {
+        return;
+    };
+    let statements: Vec<Vec<u8>> = group
+        .iter()
+        .flat_map(|i| match &i.work {
+            Work::Rows(stmts) => stmts.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    match ctx.apply(last.0, &Work::Rows(statements)).await {
+        Applied::Done => {
+            let shared = ctx.shared.clone();
+            shared.applied.send_replace(last.0);
+            shared
+                .applied_index
+                .store(last.1.saturating_sub(1), Ordering::Relaxed);
+            for item in group {
+                let seqno = item.seqno;
+                let outcome = match item.work {
+                    Work::Aborted => Outcome::Aborted { seqno },
+                    _ => Outcome::Committed { seqno },
+                };
+                shared.notify(item.origin_xid.as_deref(), outcome);
+            }
+        }
+        Applied::Refused(e) => {
+            warn!(
+                write_sets = group.len(),
+                "a grouped apply failed ({e}); applying its write sets one by one"
+            );
+            for item in group {
+                apply_one(ctx, item, failed).await;
+            }
+        }
+    }
+}
+
+/// Applies one write set or TOI and tells its origin session the outcome.
+async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<String>) {
+    let shared = ctx.shared.clone();
+    let xid = item.origin_xid.as_deref();
+    if let Some(reason) = failed.as_ref() {
+        shared.notify(xid, Outcome::NodeFailed(reason.clone()));
+        return;
+    }
+    let seqno = item.seqno;
+    let outcome = match (&item.work, ctx.apply(seqno, &item.work).await) {
+        (Work::Aborted, _) => Outcome::Aborted { seqno },
+        (_, Applied::Done) => Outcome::Committed { seqno },
+        (
+            Work::Toi(_),
+            Applied::Refused(ApplyError::Backend {
+                code,
+                state,
+                message,
+                during: "the TOI statement",
+            }),
+        ) => {
+            // Every node refuses the same statement alike: its error is its result.
+            match ctx.applier.record_applied(seqno).await {
+                Ok(()) => Outcome::ToiRefused {
                     code,
                     state,
                     message,
-                    during: "the TOI statement",
-                }),
-            ) => {
-                // Every node refuses the same statement alike: its error is its result.
-                match ctx.applier.record_applied(seqno).await {
-                    Ok(()) => Outcome::ToiRefused {
-                        code,
-                        state,
-                        message,
-                    },
-                    Err(e) => {
-                        let reason = format!("recording TOI seqno {seqno} failed: {e}");
-                        error!("{reason}; this node is now Inconsistent and stops serving");
-                        shared.inconsistent.send_replace(Some(reason.clone()));
-                        failed = Some(reason.clone());
-                        Outcome::NodeFailed(reason)
-                    }
+                },
+                Err(e) => {
+                    let reason = format!("recording TOI seqno {seqno} failed: {e}");
+                    error!("{reason}; this node is now Inconsistent and stops serving");
+                    shared.inconsistent.send_replace(Some(reason.clone()));
+                    *failed = Some(reason.clone());
+                    Outcome::NodeFailed(reason)
                 }
             }
-            (_, Applied::Refused(e)) => {
-                let reason = format!("applying seqno {seqno} failed: {e}");
-                error!("{reason}; this node is now Inconsistent and stops serving");
-                shared.inconsistent.send_replace(Some(reason.clone()));
-                failed = Some(reason.clone());
-                Outcome::NodeFailed(reason)
-            }
-        };
-        shared.applied.send_replace(seqno);
-        // Entries before this one are fully applied (a batch may hold more write sets).
-        shared
-            .applied_index
-            .store(item.index.saturating_sub(1), Ordering::Relaxed);
-        shared.notify(xid, outcome);
-    }
+        }
+        (_, Applied::Refused(e)) => {
+            let reason = format!("applying seqno {seqno} failed: {e}");
+            error!("{reason}; this node is now Inconsistent and stops serving");
+            shared.inconsistent.send_replace(Some(reason.clone()));
+            *failed = Some(reason.clone());
+            Outcome::NodeFailed(reason)
+        }
+    };
+    shared.applied.send_replace(seqno);
+    // Entries before this one are fully applied (a Raft entry may hold more write sets).
+    shared
+        .applied_index
+        .store(item.index.saturating_sub(1), Ordering::Relaxed);
+    shared.notify(xid, outcome);
 }

@@ -159,7 +159,8 @@ impl StateMachine {
                 return Err(corrupt("expected exactly one whole record".into()));
             }
             let stored: StoredMeta = decode(&records[0]).map_err(|e| corrupt(e.to_string()))?;
-            sm.restore_from(&stored).map_err(|e| corrupt(e.to_string()))?;
+            sm.restore_from(&stored)
+                .map_err(|e| corrupt(e.to_string()))?;
         }
         sm.remove_stale_files(true);
         Ok(sm)
@@ -245,7 +246,10 @@ impl StateMachine {
     /// One attempt at building a snapshot of the state as applied right now.
     async fn try_build(&self) -> Result<Snapshot<TypeConfig>, String> {
         let (job, meta, tmp) = {
-            let fsm = self.fsm.lock().map_err(|_| "fsm lock poisoned".to_string())?;
+            let fsm = self
+                .fsm
+                .lock()
+                .map_err(|_| "fsm lock poisoned".to_string())?;
             let applied = self
                 .applied
                 .lock()
@@ -260,11 +264,16 @@ impl StateMachine {
             };
             // Named like a data file so that a crash mid-build leaves nothing behind for long:
             // the next open removes it.
-            let tmp = self
-                .dir
-                .join(format!("{DATA_PREFIX}building-{}{DATA_SUFFIX}", meta.snapshot_id));
+            let tmp = self.dir.join(format!(
+                "{DATA_PREFIX}building-{}{DATA_SUFFIX}",
+                meta.snapshot_id
+            ));
             let out = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            (fsm.snapshot(index, tokio::fs::File::from_std(out)), meta, tmp)
+            (
+                fsm.snapshot(index, tokio::fs::File::from_std(out)),
+                meta,
+                tmp,
+            )
         };
         let mut stop = self.stop.clone();
         let result = tokio::select! {
@@ -276,7 +285,10 @@ impl StateMachine {
             return Err(e);
         }
         let stored = self.persist(&meta, &tmp).map_err(|e| e.to_string())?;
-        *self.current.lock().map_err(|_| "lock poisoned".to_string())? = Some(stored.clone());
+        *self
+            .current
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())? = Some(stored.clone());
         self.remove_stale_files(false);
         let file = tokio::fs::File::open(self.data_path(&stored))
             .await
@@ -363,11 +375,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .open(&path)
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let previous = self
-            .receiving
-            .lock()
-            .map_err(|_| poisoned())?
-            .replace(path);
+        let previous = self.receiving.lock().map_err(|_| poisoned())?.replace(path);
         if let Some(p) = previous {
             // An abandoned transfer (the leader started over).
             let _ = std::fs::remove_file(p);

@@ -595,14 +595,26 @@ fn purge_bound_is_the_lowest_of_snapshot_applied_and_live_followers_minus_margin
     assert_eq!(purge_upto(Some(60), None, Some(80), &[], 10), Some(50));
     // A live follower holds it back; one that stopped answering does not.
     assert_eq!(
-        purge_upto(Some(100), None, Some(100), &[(Some(40), true), (Some(5), false)], 10),
+        purge_upto(
+            Some(100),
+            None,
+            Some(100),
+            &[(Some(40), true), (Some(5), false)],
+            10
+        ),
         Some(30)
     );
     // A live follower with nothing replicated yet blocks every purge.
-    assert_eq!(purge_upto(Some(100), None, Some(100), &[(None, true)], 10), None);
+    assert_eq!(
+        purge_upto(Some(100), None, Some(100), &[(None, true)], 10),
+        None
+    );
     // Never at or below what is already purged, never below zero.
     assert_eq!(purge_upto(Some(100), Some(90), Some(100), &[], 10), None);
-    assert_eq!(purge_upto(Some(100), Some(80), Some(100), &[], 10), Some(90));
+    assert_eq!(
+        purge_upto(Some(100), Some(80), Some(100), &[], 10),
+        Some(90)
+    );
     assert_eq!(purge_upto(Some(5), None, Some(5), &[], 10), None);
 }
 
@@ -626,7 +638,9 @@ async fn a_node_behind_the_purged_log_receives_a_snapshot_and_catches_up() {
         let r = propose_load(&cluster, &[1, 2], 2, 10, &format!("r{round}")).await;
         assert!(r.iter().all(|(_, r)| r.is_ok()));
     }
-    cluster.wait_applied(&[1, 2], 160, Duration::from_secs(20)).await;
+    cluster
+        .wait_applied(&[1, 2], 160, Duration::from_secs(20))
+        .await;
     // Both live nodes snapshot and purge (node 3 is not answering, so it holds nothing back).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

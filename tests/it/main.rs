@@ -3,5 +3,5 @@
 mod client_edge;
 mod harness;
 mod replication;
-mod status;
 mod sst;
+mod status;

@@ -28,9 +28,8 @@ async fn checksums(nodes: &[TestNode], table: &str) -> Vec<Option<i64>> {
                 continue;
             }
         };
-        let row: Result<Option<(String, Option<i64>)>, _> = conn
-            .query_first(format!("CHECKSUM TABLE {table}"))
-            .await;
+        let row: Result<Option<(String, Option<i64>)>, _> =
+            conn.query_first(format!("CHECKSUM TABLE {table}")).await;
         if let Err(e) = &row {
             eprintln!("checksum of {table}: {e}");
         }
@@ -67,7 +66,10 @@ async fn backend_count(n: &TestNode, sql: &str) -> i64 {
 /// (a node that stopped answering no longer holds the leader's purge back, after 10 s).
 async fn snapshot_and_purge(nodes: &[TestNode], past: u64) {
     for n in nodes {
-        n.running().trigger_snapshot().await.expect("trigger snapshot");
+        n.running()
+            .trigger_snapshot()
+            .await
+            .expect("trigger snapshot");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
@@ -134,9 +136,7 @@ fn client_load(port: u16) -> Load {
             let w = c
                 .exec_drop("INSERT INTO side.t (id, n) VALUES (?, ?)", (i, i))
                 .await;
-            let r = c
-                .query_first::<i64, _>("SELECT COUNT(*) FROM side.t")
-                .await;
+            let r = c.query_first::<i64, _>("SELECT COUNT(*) FROM side.t").await;
             match (w, r) {
                 (Ok(()), Ok(Some(_))) => {
                     o.fetch_add(1, Ordering::Relaxed);
@@ -231,7 +231,8 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
         })
     };
     let started = tokio::time::Instant::now();
-    let joiner = TestNode::start_member(TestNode::fresh_dir(), cfg3, Duration::from_secs(240)).await;
+    let joiner =
+        TestNode::start_member(TestNode::fresh_dir(), cfg3, Duration::from_secs(240)).await;
     let took = started.elapsed();
     watch_stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
@@ -260,13 +261,22 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
         backend_count(c.node(2), "SELECT COUNT(*) FROM big.t").await,
         100_000
     );
-    let mut app = c.node(2).connect("app", "app-pw").await.expect("app logs in on the joiner");
+    let mut app = c
+        .node(2)
+        .connect("app", "app-pw")
+        .await
+        .expect("app logs in on the joiner");
     let v: Option<i64> = app.query_first("SELECT c FROM big.v").await.unwrap();
     assert_eq!(v, Some(100_000));
-    assert!(app.query_drop("DELETE FROM big.t").await.is_err(), "grants were not transferred");
+    assert!(
+        app.query_drop("DELETE FROM big.t").await.is_err(),
+        "grants were not transferred"
+    );
     // The joiner takes writes and they reach everyone.
     let mut j = c.node(2).admin().await;
-    j.query_drop("UPDATE big.t SET n = -1 WHERE id = 77").await.unwrap();
+    j.query_drop("UPDATE big.t SET n = -1 WHERE id = 77")
+        .await
+        .unwrap();
     converged(&c.nodes, "big.t", Duration::from_secs(30)).await;
     assert_eq!(
         backend_count(c.node(0), "SELECT n FROM big.t WHERE id = 77").await,
@@ -282,7 +292,10 @@ fn http_status(addr: std::net::SocketAddr) -> String {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(s, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -309,9 +322,12 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
     let stopped_at = last_log_index(c.node(2));
     let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
     for i in 0..20 {
-        a.query_drop(format!("UPDATE behind.t SET n = n + 1 WHERE id = {}", i + 1))
-            .await
-            .unwrap();
+        a.query_drop(format!(
+            "UPDATE behind.t SET n = n + 1 WHERE id = {}",
+            i + 1
+        ))
+        .await
+        .unwrap();
     }
     a.query_drop("CREATE TABLE behind.later (id INT PRIMARY KEY)")
         .await
@@ -396,7 +412,11 @@ async fn log_purge_never_cuts_off_a_lagging_live_node() {
     let node3 = TestNode::start_member(dir3, cfg3, Duration::from_secs(120)).await;
     c.nodes.push(node3);
     converged(&c.nodes, "lag.t", Duration::from_secs(60)).await;
-    assert_eq!(c.node(2).running().sst_loads(), 0, "the lagging node needed an SST");
+    assert_eq!(
+        c.node(2).running().sst_loads(),
+        0,
+        "the lagging node needed an SST"
+    );
     assert_eq!(
         backend_count(c.node(2), "SELECT n FROM lag.t WHERE id = 1").await,
         40

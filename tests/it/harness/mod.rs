@@ -320,7 +320,10 @@ impl TestNode {
             dir,
             cfg,
         };
-        assert!(inconsistent.is_none(), "node is Inconsistent: {inconsistent:?}");
+        assert!(
+            inconsistent.is_none(),
+            "node is Inconsistent: {inconsistent:?}"
+        );
         assert!(ready, "node not ready within {ready_within:?}");
         this
     }
