@@ -27,7 +27,7 @@ use crate::ids::Seqno;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -447,13 +447,6 @@ pub(crate) async fn backend_applied(backend: &SstBackend) -> Result<Seqno, Strin
         .await
         .map_err(err)?;
     Ok(Seqno(applied.unwrap_or(0)))
-}
-
-/// For tests and tools: the header of a snapshot file.
-#[allow(dead_code)]
-pub(crate) fn header_of(path: &Path) -> Result<Header, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    read_header(&mut f)
 }
 
 #[cfg(test)]
