@@ -182,6 +182,7 @@ impl Frontend {
         self.backend.health() != crate::backend::Health::Up
             || self.write_path.inconsistent().is_some()
             || !self.write_path.is_primary()
+            || self.write_path.joining()
     }
 }
 

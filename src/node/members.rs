@@ -61,6 +61,7 @@ mod tests {
             live: true,
             fc_over: false,
             client_address: addr.into(),
+            applied_index: 0,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod flow_control;
 pub mod latency;
 pub(crate) mod members;
 pub mod progress;
+mod sst;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -153,6 +154,11 @@ impl Node {
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
         repl_cfg.cluster_uuid = cluster_uuid.hyphenated().to_string();
+        repl_cfg.snapshot_policy = match config.snapshot_logs {
+            0 => crate::replication::SnapshotPolicy::Never,
+            n => crate::replication::SnapshotPolicy::LogsSinceLast(n),
+        };
+        repl_cfg.log_keep_margin = config.log_keep_margin;
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -291,6 +297,26 @@ impl Node {
         self.frontend.write_path.progress.lowest_live_applied()
     }
 
+    /// Snapshots (SSTs) loaded into the backend since the node started.
+    pub fn sst_loads(&self) -> u64 {
+        self.frontend.write_path.sst_loads()
+    }
+
+    /// Every joiner state (Joining, Joined, Synced) this node went through since start, in order.
+    pub fn transfer_history(&self) -> Vec<&'static str> {
+        self.frontend.write_path.transfer_history()
+    }
+
+    /// This node's Raft positions (last log, snapshot, purged), when readable without waiting.
+    pub fn replication_metrics(&self) -> Option<crate::replication::ReplicationMetrics> {
+        self.frontend.write_path.replication_metrics()
+    }
+
+    /// Asks Raft to build a snapshot (an SST dump) now; it is built in the background.
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.frontend.write_path.trigger_snapshot().await
+    }
+
     /// The number of client sessions currently open.
     pub fn session_count(&self) -> usize {
         self.frontend.registry.len()
@@ -402,7 +428,7 @@ fn status_source(
         // write can be captured, so the node is not Synced yet.
         let capture_up = wp.capture_connected();
         let local_state = if primary && inconsistent.is_none() && backend_up && capture_up {
-            status::LocalState::Synced
+            wp.transfer_state().unwrap_or(status::LocalState::Synced)
         } else {
             status::LocalState::Initialized
         };

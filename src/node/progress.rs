@@ -56,6 +56,8 @@ pub(crate) struct Report {
     pub(crate) toi: Vec<ToiResult>,
     /// Where its clients connect (`wsrep_incoming_addresses`).
     pub(crate) client_address: String,
+    /// The Raft index below which its backend has every write set (the log-purge bound).
+    pub(crate) applied_index: u64,
 }
 
 impl Report {
@@ -92,6 +94,8 @@ pub struct NodeProgress {
     pub fc_over: bool,
     /// Where its clients connect; empty until its first report says.
     pub client_address: String,
+    /// The Raft index below which its backend has every write set.
+    pub applied_index: u64,
 }
 
 struct Received {
@@ -207,6 +211,7 @@ impl Progress {
                     live: *node == self.self_id || age < LIVE_AGE,
                     fc_over: r.report.fc_over,
                     client_address: r.report.client_address.clone(),
+                    applied_index: r.report.applied_index,
                 }
             })
             .collect()
@@ -219,6 +224,16 @@ impl Progress {
             .into_iter()
             .filter(|n| n.live)
             .map(|n| n.applied)
+            .min()
+    }
+
+    /// The lowest Raft index below which every live member's backend has all write sets: the
+    /// log must not be purged above it. None before this node's first report.
+    pub(crate) fn lowest_live_applied_index(&self) -> Option<u64> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.live)
+            .map(|n| n.applied_index)
             .min()
     }
 
@@ -328,6 +343,7 @@ fn toi_verdict(
 /// What the reporter reads about this node at every tick.
 pub(crate) struct LocalView {
     pub(crate) applied: Seqno,
+    pub(crate) applied_index: u64,
     pub(crate) queue: u64,
     /// False while the node is desynced (backend down, Inconsistent): it then never asks for
     /// flow control.
@@ -367,6 +383,7 @@ pub(crate) async fn run_reporter(
             fc_over,
             toi: Vec::new(),
             client_address: String::new(),
+            applied_index: view.applied_index,
         });
         tx.send_replace(report.encode());
         flow.evaluate(&progress);
@@ -413,6 +430,7 @@ mod tests {
             fc_over: true,
             toi: vec![toi(2, 1050)],
             client_address: "127.0.0.1:3306".into(),
+            applied_index: 17,
         };
         let bytes = r.encode();
         assert_eq!(Report::decode(&bytes), Some(r));

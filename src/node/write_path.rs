@@ -9,6 +9,13 @@
 //!
 //! An apply failure is never ignored: the node becomes Inconsistent, applies nothing more and
 //! refuses clients (DESIGN §7).
+//!
+//! Snapshots (state transfer, `super::sst`): `NodeFsm::snapshot` captures the certification
+//! state under the state machine's lock and returns the job that dumps the backend;
+//! `NodeFsm::restore` restores the certifier at once and queues the backend load for the apply
+//! task, which runs it in log order (a load the backend does not need is skipped). The node is
+//! Joining while a snapshot arrives and loads, Joined until it has applied what it had certified
+//! by then, then Synced; it is a Donor while it streams a snapshot to a peer.
 
 use crate::apply::{Applier, ApplyError, TOIContext};
 use crate::capture::{Capture, CaptureError, CapturedGroup, Gtid, RowKind};
@@ -54,16 +61,36 @@ enum Work {
     Rows(Vec<Vec<u8>>),
     Toi(writeset::TOICommand),
     Aborted,
+    /// Load the snapshot in this file into the backend (unless it already has it); `seqno` is
+    /// the snapshot's certified seqno.
+    Load(std::fs::File),
 }
 
 struct ApplyItem {
     seqno: Seqno,
     /// The node that proposed it (TOI results are compared with the origin's).
     origin: NodeId,
+    /// The Raft log index of the entry that carried it.
+    index: u64,
     origin_xid: Option<String>,
     work: Work,
     /// When certification queued it (for the apply-queue latency only).
     queued_at: std::time::Instant,
+}
+
+/// Where the node is in a state transfer (`Shared::sst_phase`).
+pub(crate) const SST_NONE: u8 = 0;
+pub(crate) const SST_JOINING: u8 = 1;
+/// Joining, and a snapshot is loading into the backend (only the load ends it).
+pub(crate) const SST_LOADING: u8 = 2;
+pub(crate) const SST_JOINED: u8 = 3;
+
+fn phase_name(phase: u8) -> &'static str {
+    match phase {
+        SST_JOINING | SST_LOADING => "Joining",
+        SST_JOINED => "Joined",
+        _ => "Synced",
+    }
 }
 
 /// State shared by the state machine, the apply task and the sessions.
@@ -86,9 +113,45 @@ pub(crate) struct Shared {
     certified: watch::Sender<(u64, Seqno)>,
     /// Per-stage latency and batching histograms (`/metrics`).
     pub(crate) latency: Arc<WritePathMetrics>,
+    /// The Raft index below which every entry's write sets are in the backend: the node's own
+    /// bound for purging the log.
+    pub(crate) applied_index: AtomicU64,
+    /// `SST_NONE`, `SST_JOINING` or `SST_JOINED`. A node starts Joining.
+    sst_phase: std::sync::atomic::AtomicU8,
+    /// Snapshots loaded into the backend since start (state transfers received).
+    pub(crate) sst_loads: AtomicU64,
+    /// Every state-transfer state this node went through, in order (for status and tests).
+    sst_history: Mutex<Vec<&'static str>>,
 }
 
 impl Shared {
+    fn set_sst_phase(&self, phase: u8) {
+        let old = self.sst_phase.swap(phase, Ordering::SeqCst);
+        self.record_phase(old, phase);
+    }
+
+    /// Moves from `from` to `to` only if the phase is still `from` (the apply task may have
+    /// started a load meanwhile).
+    fn advance_sst_phase(&self, from: u8, to: u8) {
+        if self
+            .sst_phase
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.record_phase(from, to);
+        }
+    }
+
+    fn record_phase(&self, old: u8, new: u8) {
+        let (old, new) = (phase_name(old), phase_name(new));
+        if old != new {
+            info!(state = new, "joiner state");
+            if let Ok(mut h) = self.sst_history.lock() {
+                h.push(new);
+            }
+        }
+    }
+
     fn notify(&self, xid: Option<&str>, outcome: Outcome) {
         let Some(xid) = xid else { return };
         let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(xid));
@@ -104,6 +167,7 @@ pub(crate) struct NodeFsm {
     certifier: Certifier,
     queue: mpsc::UnboundedSender<ApplyItem>,
     shared: Arc<Shared>,
+    sst: super::sst::SstBackend,
 }
 
 impl Fsm for NodeFsm {
@@ -114,14 +178,51 @@ impl Fsm for NodeFsm {
         self.shared.certified.send_replace((index, last));
     }
 
-    fn snapshot(&self) -> Vec<u8> {
-        self.certifier.to_snapshot().unwrap_or_default()
+    fn snapshot(&self, index: u64, out: tokio::fs::File) -> crate::replication::SnapshotJob {
+        let header = self
+            .certifier
+            .to_snapshot()
+            .map(|certification| super::sst::Header {
+                index,
+                seqno: self.certifier.last_seqno().0,
+                certification,
+            });
+        let applied = self.shared.applied.subscribe();
+        let backend = self.sst.clone();
+        Box::pin(async move {
+            let header = header.map_err(|e| format!("certification snapshot: {e}"))?;
+            super::sst::write_snapshot(out, header, applied, backend).await
+        })
     }
 
-    fn restore(&mut self, _index: u64, data: &[u8]) {
-        match Certifier::from_snapshot(data) {
-            Ok(c) => self.certifier = c,
-            Err(e) => error!("cannot restore the certification index from a snapshot: {e}"),
+    fn restore(&mut self, index: u64, mut data: std::fs::File) -> Result<(), String> {
+        let header = super::sst::read_header(&mut data)?;
+        if header.index != index {
+            return Err(format!(
+                "snapshot header says index {}, its meta says {index}",
+                header.index
+            ));
+        }
+        self.certifier = Certifier::from_snapshot(&header.certification)
+            .map_err(|e| format!("certification snapshot: {e}"))?;
+        let seqno = Seqno(header.seqno);
+        self.shared.certified.send_replace((index, seqno));
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.queue.send(ApplyItem {
+            seqno,
+            origin: self.node,
+            index,
+            origin_xid: None,
+            work: Work::Load(data),
+            queued_at: std::time::Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn receiving(&mut self) {
+        // A load in progress stays Loading: only its end may move the node on.
+        for from in [SST_NONE, SST_JOINED] {
+            self.shared.advance_sst_phase(from, SST_JOINING);
         }
     }
 }
@@ -158,6 +259,7 @@ impl NodeFsm {
             let _ = self.queue.send(ApplyItem {
                 seqno,
                 origin: ws.origin,
+                index,
                 origin_xid,
                 work,
                 queued_at: std::time::Instant::now(),
@@ -187,7 +289,7 @@ pub(crate) enum SubmitError {
 pub(crate) struct WritePath {
     pub(crate) node: NodeId,
     /// Taken out at shutdown; sessions still running then get Definite "shutting down" errors.
-    replication: tokio::sync::RwLock<Option<Replication>>,
+    replication: Arc<tokio::sync::RwLock<Option<Replication>>>,
     capture: Capture,
     pub(crate) shared: Arc<Shared>,
     catalog: Catalog,
@@ -199,6 +301,8 @@ pub(crate) struct WritePath {
     pub(crate) progress: Arc<super::progress::Progress>,
     pub(crate) flow: Arc<super::flow_control::FlowControl>,
     progress_task: tokio::task::JoinHandle<()>,
+    donor: Box<dyn Fn() -> bool + Send + Sync>,
+    sync_task: tokio::task::JoinHandle<()>,
 }
 
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
@@ -268,14 +372,33 @@ impl WritePath {
             queued: AtomicU64::new(0),
             certified: watch::channel((0, start_applied)).0,
             latency: Arc::new(WritePathMetrics::default()),
+            applied_index: AtomicU64::new(0),
+            sst_phase: std::sync::atomic::AtomicU8::new(SST_JOINING),
+            sst_loads: AtomicU64::new(0),
+            sst_history: Mutex::new(vec!["Joining"]),
         });
         let (tx, rx) = mpsc::unbounded_channel();
+        let sst = super::sst::SstBackend::new(backend, repl_cfg.data_dir.clone());
         let fsm = Arc::new(Mutex::new(NodeFsm {
             node,
             certifier: Certifier::new(CERTIFICATION_WINDOW),
             queue: tx,
             shared: shared.clone(),
+            sst: sst.clone(),
         }));
+        // The purge bound: what this node's backend has applied and no live member's backend
+        // still needs (the progress exchange). A node that stopped reporting is not live and
+        // catches up by state transfer if the log moved past it.
+        let bound_shared = shared.clone();
+        let bound_progress = progress.clone();
+        repl_cfg.purge_bound = Arc::new(move || {
+            let own = bound_shared.applied_index.load(Ordering::Relaxed);
+            Some(
+                bound_progress
+                    .lowest_live_applied_index()
+                    .map_or(own, |live| live.min(own)),
+            )
+        });
         let catalog = Catalog::default();
         let pool = backend.pool.clone();
         let ctx = ApplyCtx {
@@ -288,6 +411,7 @@ impl WritePath {
             pool: pool.clone(),
             registry,
             progress: progress.clone(),
+            sst,
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let reported = shared.clone();
@@ -300,6 +424,7 @@ impl WritePath {
             replication.metrics().is_primary,
         ));
         let probe = replication.primary_probe();
+        let donor = Box::new(replication.donor_probe());
         let flag = primary.clone();
         let primary_task = tokio::spawn(async move {
             loop {
@@ -314,14 +439,18 @@ impl WritePath {
             shared.clone(),
             backend.health_watch(),
         ));
+        let replication = Arc::new(tokio::sync::RwLock::new(Some(replication)));
+        let sync_task = tokio::spawn(sync_monitor(replication.clone(), shared.clone()));
         Ok(WritePath {
+            sync_task,
+            donor,
             primary,
             primary_task,
             progress,
             flow,
             progress_task,
             node,
-            replication: tokio::sync::RwLock::new(Some(replication)),
+            replication,
             capture,
             shared,
             catalog,
@@ -333,6 +462,52 @@ impl WritePath {
     /// The seqno this backend reflects: a transaction's last_seen, read before it starts.
     pub(crate) fn last_applied(&self) -> Seqno {
         *self.shared.applied.borrow()
+    }
+
+    /// The state-transfer state to report instead of Synced, if any: Joining or Joined while a
+    /// snapshot arrives, loads and is caught up with, Donor while one is streamed to a peer.
+    pub(crate) fn transfer_state(&self) -> Option<super::status::LocalState> {
+        use super::status::LocalState;
+        match self.shared.sst_phase.load(Ordering::SeqCst) {
+            SST_JOINING | SST_LOADING => Some(LocalState::Joining),
+            SST_JOINED => Some(LocalState::Joined),
+            _ if (self.donor)() => Some(LocalState::Donor),
+            _ => None,
+        }
+    }
+
+    /// Whether a state transfer keeps this node from serving clients (Joining or Joined).
+    pub(crate) fn joining(&self) -> bool {
+        self.shared.sst_phase.load(Ordering::SeqCst) != SST_NONE
+    }
+
+    /// Snapshots loaded into the backend since start (state transfers received).
+    pub(crate) fn sst_loads(&self) -> u64 {
+        self.shared.sst_loads.load(Ordering::Relaxed)
+    }
+
+    /// Every state-transfer state this node went through, in order.
+    pub(crate) fn transfer_history(&self) -> Vec<&'static str> {
+        self.shared
+            .sst_history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+
+    /// This node's Raft view (log, snapshot and purge positions), when it can be read without
+    /// waiting.
+    pub(crate) fn replication_metrics(&self) -> Option<crate::replication::ReplicationMetrics> {
+        let guard = self.replication.try_read().ok()?;
+        Some(guard.as_ref()?.metrics())
+    }
+
+    /// Asks Raft to build a snapshot now (in the background).
+    pub(crate) async fn trigger_snapshot(&self) -> Result<(), String> {
+        match self.replication.read().await.as_ref() {
+            Some(r) => r.trigger_snapshot().await,
+            None => Err("replication is shutting down".into()),
+        }
     }
 
     pub(crate) fn inconsistent(&self) -> Option<String> {
@@ -535,6 +710,7 @@ impl WritePath {
     }
 
     pub(crate) async fn shutdown(&self) {
+        self.sync_task.abort();
         if let Some(r) = self.replication.write().await.take() {
             r.shutdown().await;
         }
@@ -796,6 +972,7 @@ struct ApplyCtx {
     pool: mysql_async::Pool,
     registry: Arc<Registry>,
     progress: Arc<super::progress::Progress>,
+    sst: super::sst::SstBackend,
 }
 
 /// How the apply of one write set ended.
@@ -806,6 +983,24 @@ enum Applied {
 }
 
 impl ApplyCtx {
+    /// Loads a snapshot into the backend unless the backend already holds its seqno. Returns
+    /// the backend's applied seqno after a load.
+    async fn load(&mut self, file: std::fs::File, seqno: Seqno) -> Result<Option<Seqno>, String> {
+        let have = super::sst::backend_applied(&self.sst).await?;
+        if have >= seqno {
+            info!(%have, snapshot = %seqno, "the backend already holds the snapshot; no load");
+            return Ok(None);
+        }
+        self.shared.set_sst_phase(SST_LOADING);
+        info!(%have, snapshot = %seqno, "loading a snapshot into the backend (SST)");
+        let (header, applied) = super::sst::load_snapshot(file, &self.sst).await?;
+        self.catalog.invalidate_all();
+        self.shared.sst_loads.fetch_add(1, Ordering::Relaxed);
+        info!(index = header.index, %applied, "snapshot loaded");
+        self.shared.set_sst_phase(SST_JOINED);
+        Ok(Some(applied))
+    }
+
     async fn apply_rows(&mut self, seqno: Seqno, statements: &[Vec<u8>]) -> Result<(), ApplyError> {
         let thread = self.applier.thread_id();
         let apply = self.applier.apply(seqno, statements);
@@ -856,7 +1051,7 @@ impl ApplyCtx {
         let mut deadlocks = 0;
         loop {
             let result = match work {
-                Work::Aborted => return Applied::Done,
+                Work::Aborted | Work::Load(_) => return Applied::Done,
                 Work::Rows(statements) => self.apply_rows(seqno, statements).await,
                 Work::Toi(cmd) => {
                     let ctx = TOIContext {
@@ -902,6 +1097,59 @@ impl ApplyCtx {
 /// gives up and becomes Inconsistent.
 const MAX_APPLY_RETRIES: u64 = 100;
 
+/// How often a Joining or Joined node checks whether it has caught up.
+const SYNC_CHECK: Duration = Duration::from_millis(100);
+
+/// Drives Joining -> Joined -> Synced (DESIGN §10): a node is Joining until its state machine
+/// has applied the leader's commit index (read index) as of the check, including any snapshot
+/// it had to receive, Joined until its backend has applied every write set certified by then,
+/// then Synced. A node starts Joining, and becomes Joining again when a snapshot arrives.
+async fn sync_monitor(
+    replication: Arc<tokio::sync::RwLock<Option<Replication>>>,
+    shared: Arc<Shared>,
+) {
+    // What the backend must reach to be Synced: the seqno certified when it became Joined (a
+    // node under steady load would never see an empty queue).
+    let mut joined_target: Option<Seqno> = None;
+    loop {
+        tokio::time::sleep(SYNC_CHECK).await;
+        let phase = shared.sst_phase.load(Ordering::SeqCst);
+        if phase != SST_JOINED {
+            joined_target = None;
+        }
+        if phase == SST_NONE || phase == SST_LOADING {
+            continue;
+        }
+        let caught_up = {
+            let guard = replication.read().await;
+            let Some(r) = guard.as_ref() else { return };
+            match tokio::time::timeout(Duration::from_secs(2), r.read_index()).await {
+                Ok(Ok(index)) => {
+                    r.metrics().is_primary
+                        && r.wait_applied(index, Duration::from_millis(500)).await
+                }
+                _ => false,
+            }
+        };
+        if !caught_up {
+            continue;
+        }
+        if phase == SST_JOINING {
+            shared.advance_sst_phase(SST_JOINING, SST_JOINED);
+            continue;
+        }
+        let target = *joined_target.get_or_insert_with(|| shared.certified.borrow().1);
+        if *shared.applied.borrow() >= target {
+            shared.advance_sst_phase(SST_JOINED, SST_NONE);
+        }
+    }
+}
+
+/// At most this many queued write sets, or this many bytes of row events, are applied in one
+/// backend transaction when the applier has a backlog (IST replay after a restart, or a burst).
+const GROUP_MAX_WRITE_SETS: usize = 256;
+const GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 async fn apply_loop(
     mut rx: mpsc::UnboundedReceiver<ApplyItem>,
     mut ctx: ApplyCtx,
@@ -909,79 +1157,205 @@ async fn apply_loop(
 ) {
     let mut failed: Option<String> = None;
     let shared = ctx.shared.clone();
-    while let Some(item) = rx.recv().await {
-        shared.queued.fetch_sub(1, Ordering::Relaxed);
-        let xid = item.origin_xid.as_deref();
+    let mut skip_upto = start_applied;
+    // An item taken from the queue while gathering a group, to process next.
+    let mut carry: Option<ApplyItem> = None;
+    loop {
+        let item = match carry.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => {
+                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    shared
+                        .latency
+                        .observe(Stage::ApplyQueue, item.queued_at.elapsed());
+                    item
+                }
+                None => break,
+            },
+        };
         if failed.is_none() {
             // The progress exchange may have found this node's TOI result to be a minority one.
             failed = shared.inconsistent.borrow().clone();
         }
-        if let Some(reason) = &failed {
-            shared.notify(xid, Outcome::NodeFailed(reason.clone()));
+        if failed.is_some() {
+            apply_one(&mut ctx, item, &mut failed).await;
             continue;
         }
         let seqno = item.seqno;
-        shared
-            .latency
-            .observe(Stage::ApplyQueue, item.queued_at.elapsed());
-        if seqno <= start_applied {
-            // Replayed from the log after a restart: the backend already has it.
-            shared.applied.send_replace(seqno);
+        if let Work::Load(file) = item.work {
+            match ctx.load(file, seqno).await {
+                Ok(Some(applied)) => {
+                    skip_upto = applied;
+                    shared.applied.send_replace(applied.max(seqno));
+                    shared.applied_index.store(item.index, Ordering::Relaxed);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let reason = format!("state transfer failed: {e}");
+                    error!("{reason}; this node is now Inconsistent and stops serving");
+                    shared.inconsistent.send_replace(Some(reason.clone()));
+                    failed = Some(reason);
+                }
+            }
             continue;
         }
-        let timer = StageTimer::start();
-        let applied = ctx.apply(seqno, &item.work).await;
-        if !matches!(item.work, Work::Aborted) {
-            timer.stop(&shared.latency, Stage::Apply);
+        if seqno <= skip_upto {
+            // Replayed from the log after a restart or covered by a loaded snapshot: the
+            // backend already has it.
+            if seqno > *shared.applied.borrow() {
+                shared.applied.send_replace(seqno);
+            }
+            shared
+                .applied_index
+                .store(item.index.saturating_sub(1), Ordering::Relaxed);
+            continue;
         }
-        let outcome = match (&item.work, applied) {
-            (Work::Aborted, _) => Outcome::Aborted { seqno },
-            (_, Applied::Done) => Outcome::Committed { seqno },
-            (
-                Work::Toi(_),
-                Applied::Refused(ApplyError::Backend {
+        if !matches!(item.work, Work::Rows(_)) {
+            apply_one(&mut ctx, item, &mut failed).await;
+            continue;
+        }
+        // A backlog of row write sets is applied as one backend transaction (one commit
+        // instead of one per write set): what makes IST fast. Without a backlog the group is
+        // the one write set, so latency is unchanged.
+        let mut group = vec![item];
+        let mut bytes = 0;
+        while group.len() < GROUP_MAX_WRITE_SETS && bytes < GROUP_MAX_BYTES {
+            let Ok(next) = rx.try_recv() else { break };
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .latency
+                .observe(Stage::ApplyQueue, next.queued_at.elapsed());
+            match &next.work {
+                Work::Rows(stmts) if next.seqno > skip_upto => {
+                    bytes += stmts.iter().map(Vec::len).sum::<usize>();
+                    group.push(next);
+                }
+                Work::Aborted if next.seqno > skip_upto => group.push(next),
+                _ => {
+                    carry = Some(next);
+                    break;
+                }
+            }
+        }
+        if group.len() == 1 {
+            for item in group {
+                apply_one(&mut ctx, item, &mut failed).await;
+            }
+        } else {
+            apply_group(&mut ctx, group, &mut failed).await;
+        }
+    }
+}
+
+/// Applies consecutive row (and aborted) write sets in one backend transaction whose applied
+/// seqno is the last one's: all or nothing, so still exactly once. If the backend refuses the
+/// group, the write sets are applied one by one, so the failing one is found and reported
+/// exactly as without grouping.
+async fn apply_group(ctx: &mut ApplyCtx, group: Vec<ApplyItem>, failed: &mut Option<String>) {
+    let Some(last) = group.last().map(|i| (i.seqno, i.index)) else {
+        return;
+    };
+    let statements: Vec<Vec<u8>> = group
+        .iter()
+        .flat_map(|i| match &i.work {
+            Work::Rows(stmts) => stmts.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let timer = StageTimer::start();
+    match ctx.apply(last.0, &Work::Rows(statements)).await {
+        Applied::Done => {
+            timer.stop(&ctx.shared.latency, Stage::Apply);
+            let shared = ctx.shared.clone();
+            shared.applied.send_replace(last.0);
+            shared
+                .applied_index
+                .store(last.1.saturating_sub(1), Ordering::Relaxed);
+            for item in group {
+                let seqno = item.seqno;
+                let outcome = match item.work {
+                    Work::Aborted => Outcome::Aborted { seqno },
+                    _ => Outcome::Committed { seqno },
+                };
+                shared.notify(item.origin_xid.as_deref(), outcome);
+            }
+        }
+        Applied::Refused(e) => {
+            warn!(
+                write_sets = group.len(),
+                "a grouped apply failed ({e}); applying its write sets one by one"
+            );
+            for item in group {
+                apply_one(ctx, item, failed).await;
+            }
+        }
+    }
+}
+
+/// Applies one write set or TOI and tells its origin session the outcome.
+async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<String>) {
+    let shared = ctx.shared.clone();
+    let xid = item.origin_xid.as_deref();
+    if let Some(reason) = failed.as_ref() {
+        shared.notify(xid, Outcome::NodeFailed(reason.clone()));
+        return;
+    }
+    let seqno = item.seqno;
+    let timer = StageTimer::start();
+    let applied = ctx.apply(seqno, &item.work).await;
+    if !matches!(item.work, Work::Aborted) {
+        timer.stop(&shared.latency, Stage::Apply);
+    }
+    let outcome = match (&item.work, applied) {
+        (Work::Aborted, _) => Outcome::Aborted { seqno },
+        (_, Applied::Done) => Outcome::Committed { seqno },
+        (
+            Work::Toi(_),
+            Applied::Refused(ApplyError::Backend {
+                code,
+                state,
+                message,
+                during: "the TOI statement",
+            }),
+        ) => {
+            // Every node refuses the same statement alike: its error is its result.
+            match ctx.applier.record_applied(seqno).await {
+                Ok(()) => Outcome::ToiRefused {
                     code,
                     state,
                     message,
-                    during: "the TOI statement",
-                }),
-            ) => {
-                // Every node refuses the same statement alike: its error is its result.
-                match ctx.applier.record_applied(seqno).await {
-                    Ok(()) => Outcome::ToiRefused {
-                        code,
-                        state,
-                        message,
-                    },
-                    Err(e) => {
-                        let reason = format!("recording TOI seqno {seqno} failed: {e}");
-                        error!("{reason}; this node is now Inconsistent and stops serving");
-                        shared.inconsistent.send_replace(Some(reason.clone()));
-                        failed = Some(reason.clone());
-                        Outcome::NodeFailed(reason)
-                    }
+                },
+                Err(e) => {
+                    let reason = format!("recording TOI seqno {seqno} failed: {e}");
+                    error!("{reason}; this node is now Inconsistent and stops serving");
+                    shared.inconsistent.send_replace(Some(reason.clone()));
+                    *failed = Some(reason.clone());
+                    Outcome::NodeFailed(reason)
                 }
-            }
-            (_, Applied::Refused(e)) => {
-                let reason = format!("applying seqno {seqno} failed: {e}");
-                error!("{reason}; this node is now Inconsistent and stops serving");
-                shared.inconsistent.send_replace(Some(reason.clone()));
-                failed = Some(reason.clone());
-                Outcome::NodeFailed(reason)
-            }
-        };
-        if let Work::Toi(_) = &item.work {
-            match &outcome {
-                Outcome::Committed { .. } => ctx.progress.record_toi(seqno, item.origin, 0),
-                Outcome::ToiRefused { code, .. } => {
-                    ctx.progress.record_toi(seqno, item.origin, *code)
-                }
-                Outcome::Aborted { .. } | Outcome::NodeFailed(_) => {}
             }
         }
-        shared.applied.send_replace(seqno);
-        shared.notify(xid, outcome);
+        (_, Applied::Refused(e)) => {
+            let reason = format!("applying seqno {seqno} failed: {e}");
+            error!("{reason}; this node is now Inconsistent and stops serving");
+            shared.inconsistent.send_replace(Some(reason.clone()));
+            *failed = Some(reason.clone());
+            Outcome::NodeFailed(reason)
+        }
+    };
+    if let Work::Toi(_) = &item.work {
+        match &outcome {
+            Outcome::Committed { .. } => ctx.progress.record_toi(seqno, item.origin, 0),
+            Outcome::ToiRefused { code, .. } => ctx.progress.record_toi(seqno, item.origin, *code),
+            Outcome::Aborted { .. } | Outcome::NodeFailed(_) => {}
+        }
     }
+    shared.applied.send_replace(seqno);
+    // Entries before this one are fully applied (a Raft entry may hold more write sets).
+    shared
+        .applied_index
+        .store(item.index.saturating_sub(1), Ordering::Relaxed);
+    shared.notify(xid, outcome);
 }
 
 /// The progress reporter of this node: its applied seqno and apply queue, asking for flow
@@ -997,6 +1371,7 @@ async fn report_progress(
         let shared = shared.clone();
         move || super::progress::LocalView {
             applied: *shared.applied.borrow(),
+            applied_index: shared.applied_index.load(Ordering::Relaxed),
             queue: shared.queued.load(Ordering::Relaxed),
             can_ask: shared.inconsistent.borrow().is_none()
                 && *health.borrow() == crate::backend::Health::Up,

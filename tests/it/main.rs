@@ -6,4 +6,5 @@ mod galera;
 mod harness;
 mod recovery;
 mod replication;
+mod sst;
 mod status;

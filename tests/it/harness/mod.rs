@@ -287,6 +287,77 @@ impl TestNode {
         Self::start_with(|_| {}).await
     }
 
+    /// A fresh copy of the template data dir (an empty backend, no Raft log).
+    pub fn fresh_dir() -> tempfile::TempDir {
+        Self::copy_template()
+    }
+
+    /// Stops the node and hands back its data dir and config, to start it again later with
+    /// [`TestNode::start_member`].
+    pub async fn stop_keep(self) -> (tempfile::TempDir, certus::config::NodeConfig) {
+        let mut this = self;
+        if let Some(node) = this.node.take() {
+            node.shutdown().await;
+        }
+        let placeholder = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        let dir = std::mem::replace(&mut this.dir, placeholder);
+        (dir, this.cfg.clone())
+    }
+
+    /// Starts a cluster member on `dir` with `cfg` (its data dir set to `dir`), on the peer
+    /// address its member list names, and waits up to `ready_within` for it to serve.
+    pub async fn start_member(
+        dir: tempfile::TempDir,
+        mut cfg: certus::config::NodeConfig,
+        ready_within: Duration,
+    ) -> TestNode {
+        cfg.data_dir = dir.path().to_owned();
+        cfg.maintenance_file = dir.path().join("clustercheck.disabled");
+        let addr = cfg.members[&cfg.node_id].clone();
+        let peers = tokio::net::TcpListener::bind(&addr)
+            .await
+            .expect("bind the member's peer address again");
+        let listeners = certus::node::Listeners {
+            client: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            peer: peers,
+            http: Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            ),
+        };
+        let node = Node::start(cfg.clone(), listeners)
+            .await
+            .expect("node starts");
+        let ready = TestNode::eventually(ready_within, || {
+            node.is_ready() || node.status().inconsistent.is_some()
+        })
+        .await;
+        let inconsistent = node.status().inconsistent;
+        let this = TestNode {
+            addr: node.client_addr(),
+            node: Some(node),
+            dir,
+            cfg,
+        };
+        assert!(
+            inconsistent.is_none(),
+            "node is Inconsistent: {inconsistent:?}"
+        );
+        assert!(ready, "node not ready within {ready_within:?}");
+        this
+    }
+
+    /// The running node.
+    pub fn running(&self) -> &Node {
+        self.node.as_ref().expect("running node")
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
