@@ -351,7 +351,7 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn log_purge_never_cuts_off_a_lagging_live_node() {
+async fn log_purge_waits_for_a_lagging_live_node() {
     require_mariadb!();
     let mut c = TestCluster::start_with(3, |cfg| {
         cfg.snapshot_logs = 10;
@@ -381,32 +381,38 @@ async fn log_purge_never_cuts_off_a_lagging_live_node() {
             .await
             .unwrap();
     }
-    // The leader and node 2 snapshot and purge past the point where node 3's backend stopped...
+    // Every node snapshots past the point where node 3's backend stopped, but no node purges
+    // what node 3's backend still needs while node 3 is live (DESIGN §12).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let leader_purged = c
+        let snapshot = c
             .node(0)
             .running()
             .replication_metrics()
-            .and_then(|m| m.purged_index);
-        if leader_purged.is_some_and(|p| p > blocked_from + 5) {
+            .and_then(|m| m.snapshot_index);
+        if snapshot.is_some_and(|s| s > blocked_from + 5) {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "node 1 never purged past {blocked_from}: {leader_purged:?}"
+            "node 1 never snapshotted past {blocked_from}: {snapshot:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // ...but node 3 keeps every entry its backend still needs.
+    // Several purge rounds (one a second) pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        let m = c.node(i).running().replication_metrics().expect("metrics");
+        assert!(
+            m.purged_index.is_none_or(|p| p <= blocked_from),
+            "node {} purged to {:?}, node 3's backend stopped at {blocked_from}",
+            i + 1,
+            m.purged_index
+        );
+    }
     let m3 = c.node(2).running().replication_metrics().expect("metrics");
-    assert!(
-        m3.purged_index.is_none_or(|p| p <= blocked_from),
-        "node 3 purged to {:?}, its backend stopped at {blocked_from}",
-        m3.purged_index
-    );
     assert!(m3.last_log_index.unwrap_or(0) > blocked_from + 30);
-    // A lagging node that restarts replays its own log (IST): no state transfer.
+    // A lagging node that restarts replays the log (IST): no state transfer.
     let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
     drop(blocker);
     let node3 = TestNode::start_member(dir3, cfg3, Duration::from_secs(120)).await;
@@ -421,5 +427,27 @@ async fn log_purge_never_cuts_off_a_lagging_live_node() {
         backend_count(c.node(2), "SELECT n FROM lag.t WHERE id = 1").await,
         40
     );
+    // Once every live backend has caught up, the log is purged past where node 3 had stopped.
+    for _ in 0..20 {
+        a.query_drop("UPDATE lag.t SET n = n + 1 WHERE id = 2")
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let purged = c
+            .node(0)
+            .running()
+            .replication_metrics()
+            .and_then(|m| m.purged_index);
+        if purged.is_some_and(|p| p > blocked_from + 5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never purged past {blocked_from} after node 3 caught up: {purged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     c.stop().await;
 }
