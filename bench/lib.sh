@@ -16,6 +16,7 @@ g_ist() { echo $((PORT_BASE + 20 + $1)); }    # IST receiver
 g_sst() { echo $((PORT_BASE + 30 + $1)); }    # rsync SST receiver
 c_port() { echo $((PORT_BASE + 40 + $1)); }   # certus node i: client port
 c_peer() { echo $((PORT_BASE + 50 + $1)); }   # certus node i: peer (Raft) port
+c_http() { echo $((PORT_BASE + 60 + $1)); }   # certus node i: HTTP (clustercheck, /metrics)
 
 SB_USER=sb
 SB_PASS=sbpass
@@ -266,6 +267,7 @@ start_certus() {
   for i in 1 2 3; do
     "$CERTUS_BIN" node --node-id $i --node-name n$i --data-dir "$WORK/certus/n$i" \
       --listen 127.0.0.1:$(c_port $i) --peer-listen 127.0.0.1:$(c_peer $i) "${members[@]}" \
+      --http-listen 127.0.0.1:$(c_http $i) \
       --cluster-secret "$CLUSTER_SECRET" "${opts[@]}" >"$WORK/logs/certus_n$i.log" 2>&1 &
     pid=$!
     remember_pid $pid "$WORK/certus/n$i"
@@ -305,7 +307,7 @@ start_certus_single() {
   make_tmpdir
   for o in "${INNODB_OPTS[@]}"; do opts+=(--backend-option "$o"); done
   "$CERTUS_BIN" node --node-id 4 --node-name single --data-dir "$WORK/certus/n4" \
-    --listen 127.0.0.1:$(c_port 4) --peer-listen 127.0.0.1:$(c_peer 4) "${opts[@]}" \
+    --listen 127.0.0.1:$(c_port 4) --peer-listen 127.0.0.1:$(c_peer 4) --http-listen 127.0.0.1:$(c_http 4) "${opts[@]}" \
     >"$WORK/logs/certus_single.log" 2>&1 &
   local pid=$!
   remember_pid $pid "$WORK/certus/n4"
@@ -417,6 +419,27 @@ system_cpu() { # target
   esac
 }
 
+# The certus nodes a target's clients talk to (whose per-stage latency histograms count).
+origin_nodes() { # target
+  case $1 in
+    certus_n1) echo 1 ;;
+    certus_3) echo 1 2 3 ;;
+    certus_leader) echo "$CERTUS_LEADER" ;;
+    certus_follower) echo "$CERTUS_FOLLOWER" ;;
+    certus_single) echo 4 ;;
+    *) ;;
+  esac
+}
+
+# Concatenates the /metrics of a target's origin nodes into a file (nothing for other systems).
+scrape_metrics() { # target file
+  local i
+  : >"$2"
+  for i in $(origin_nodes "$1"); do
+    curl -s --max-time 2 "http://127.0.0.1:$(c_http "$i")/metrics" >>"$2" || true
+  done
+}
+
 # One measurement. Appends a line to $WORK/manifest.tsv; the raw output keeps the command line
 # on its first line. A failed cell is recorded, not fatal: the report marks it.
 run_cell() { # section workload threads target round [extra sysbench args...]
@@ -432,6 +455,7 @@ run_cell() { # section workload threads target round [extra sysbench args...]
   esac
   local q0="" q1="" load c0 c1
   [[ $target == galera_* ]] && q0=$(galera_questions)
+  scrape_metrics "$target" "${f%.txt}.before.prom"
   c0=$(system_cpu "$target")
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   local cmd=(sysbench "$workload" "${SB_COMMON[@]}" $(conn_args "$target") "${extra[@]}"
@@ -441,6 +465,7 @@ run_cell() { # section workload threads target round [extra sysbench args...]
   timeout -k 5 $((SECS + 60)) "${cmd[@]}" >>"$f" 2>&1 || rc=$?
   echo "# exit=$rc" >>"$f"
   c1=$(system_cpu "$target")
+  scrape_metrics "$target" "${f%.txt}.after.prom"
   if [[ $target == galera_* ]]; then
     q1=$(galera_questions)
     q0=$(paste -d' ' <(echo "$q0" | tr / '\n') <(echo "$q1" | tr / '\n') | awk '{printf "%s%d", (NR > 1 ? "/" : ""), $2 - $1}')

@@ -313,6 +313,14 @@ def main():
             p("")
     p(f"certus node command (n1): `{meta.get('certus_cmd', '?').strip()}`")
     p("")
+    stages = stage_table(work)
+    if stages:
+        p("Where certus commits spend their time, from the origin nodes' "
+          "`certus_commit_stage_seconds` histograms (p50 / mean ms over all rounds of a cell; "
+          "stages as in the commit-path section):")
+        p("")
+        p(stages)
+        p("")
     return "\n".join(out)
 
 
@@ -333,8 +341,112 @@ def commit_path(work):
     return "\n".join(rows)
 
 
+# ---- per-stage latency (certus /metrics, scraped before and after each cell) ----------------
+
+STAGES = ["capture", "keys", "release", "propose", "certify", "apply_queue", "apply", "outcome",
+          "commit"]
+PROM = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([-+0-9.eEinfINFNa]+)$')
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prom(path):
+    """Sums every sample over the nodes in one scrape file: {(name, ((label, value), ...)): v}."""
+    out = defaultdict(float)
+    if not Path(path).exists():
+        return out
+    for line in Path(path).read_text(errors="replace").splitlines():
+        m = PROM.match(line)
+        if not m:
+            continue
+        labels = tuple(sorted((k, v) for k, v in LABEL.findall(m.group(2) or "") if k != "node"))
+        out[(m.group(1), labels)] += float(m.group(3))
+    return out
+
+
+def histogram(delta, name, extra=()):
+    """(count, sum, [(le, cumulative count)]) of one histogram in a delta."""
+    extra = tuple(extra)
+    count = delta.get((name + "_count", extra), 0.0)
+    total = delta.get((name + "_sum", extra), 0.0)
+    buckets = []
+    for (n, labels), v in delta.items():
+        if n != name + "_bucket":
+            continue
+        rest = tuple(kv for kv in labels if kv[0] != "le")
+        le = dict(labels).get("le")
+        if rest == extra and le is not None:
+            buckets.append((float("inf") if le == "+Inf" else float(le), v))
+    buckets.sort()
+    return count, total, buckets
+
+
+def quantile(buckets, count, q):
+    """Linear interpolation inside the bucket that holds the q-quantile (as Prometheus does)."""
+    if count <= 0:
+        return None
+    rank, prev_le, prev_c = q * count, 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_c) / (c - prev_c) if c > prev_c else 0)
+        prev_le, prev_c = le, c
+    return None
+
+
+def total_time(path):
+    """sysbench's "total time:" of one cell, in seconds."""
+    if not Path(path).exists():
+        return None
+    m = re.search(r"total time:\s+([0-9.]+)s", Path(path).read_text(errors="replace"))
+    return float(m.group(1)) if m else None
+
+
+def stage_table(work, secs=0):
+    """Markdown rows: per target, each stage's p50 and mean (ms) at the origin node(s), summed
+    over the rounds; plus Raft entries per second and write sets per entry."""
+    per_target = OrderedDict()
+    for line in (work / "manifest.tsv").read_text().splitlines():
+        fields = line.split("\t")
+        section, workload, threads, target, path = fields[0], fields[1], fields[2], fields[3], fields[8]
+        base = path[:-4] if path.endswith(".txt") else path
+        before, after = parse_prom(base + ".before.prom"), parse_prom(base + ".after.prom")
+        if not after:
+            continue
+        key = (section, workload, int(threads), target)
+        acc = per_target.setdefault(key, {"delta": defaultdict(float), "runs": 0, "time": 0.0})
+        acc["runs"] += 1
+        acc["time"] += total_time(path) or secs
+        for k, v in after.items():
+            acc["delta"][k] += v - before.get(k, 0.0)
+    rows = []
+    for (section, workload, threads, target), acc in per_target.items():
+        d, cells = acc["delta"], []
+        for stage in STAGES:
+            count, total, buckets = histogram(d, "certus_commit_stage_seconds", [("stage", stage)])
+            p50 = quantile(buckets, count, 0.5)
+            cells.append("-" if not count else f"{p50 * 1000:.2f} / {total / count * 1000:.2f}")
+        entries = d.get(("certus_raft_entries_total", ()), 0.0)
+        n_nodes = 3 if target == "certus_3" else 1  # every node applies every entry
+        ws = histogram(d, "certus_raft_entry_write_sets")
+        per_entry = f"{ws[1] / ws[0]:.2f}" if ws[0] else "-"
+        rate = f"{entries / n_nodes / acc['time']:.0f}" if acc["time"] else "-"
+        label = LABELS.get(target, target)
+        rows.append(f"| {workload} t{threads} | {label} | " + " | ".join(cells)
+                    + f" | {rate} | {per_entry} |")
+    head = ("| workload | target | " + " | ".join(STAGES) + " | Raft entries/s | write sets/entry |\n"
+            + "|---|---|" + "---:|" * (len(STAGES) + 2))
+    return head + "\n" + "\n".join(rows) if rows else ""
+
+
+LABELS.update({"certus_leader": "3-node certus, Raft leader", "certus_follower":
+               "3-node certus, follower", "certus_single": "one-node certus"})
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--commit-path":
         print(commit_path(Path(sys.argv[2])))
+    elif sys.argv[1] == "--stages":
+        print(stage_table(Path(sys.argv[2]), float(sys.argv[3]) if len(sys.argv) > 3 else 0))
     else:
         print(main())

@@ -121,6 +121,14 @@ pub struct RawNodeConfig {
     /// of the peers tell the calling node apart (used by the jepsen suite's partitions).
     #[arg(long, env = "CERTUS_PEER_SOURCE_IP")]
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Build a Raft snapshot (a logical dump of the backend, used for state transfer) after this
+    /// many log entries; 0 never builds one on its own (default 50000).
+    #[arg(long, env = "CERTUS_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept below the lowest position every live node has applied when the log is
+    /// purged (default 1000).
+    #[arg(long, env = "CERTUS_LOG_KEEP_MARGIN")]
+    pub log_keep_margin: Option<u64>,
     /// Backend mode: managed (default) or external.
     #[arg(long, env = "CERTUS_BACKEND_MODE")]
     pub backend_mode: Option<BackendMode>,
@@ -213,6 +221,7 @@ impl RawNodeConfig {
             peer_listen, members, join, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
             sync_wait, causal_read_timeout, fc_limit, fc_factor, strict_mode,
+            snapshot_logs, log_keep_margin,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -377,6 +386,8 @@ impl RawNodeConfig {
                 .unwrap_or(crate::node::flow_control::DEFAULT_FC_LIMIT),
             fc_factor,
             strict_mode: self.strict_mode.unwrap_or_default(),
+            snapshot_logs: self.snapshot_logs.unwrap_or(50_000),
+            log_keep_margin: self.log_keep_margin.unwrap_or(1000),
             sync_wait: self.sync_wait.unwrap_or(0),
             causal_read_timeout: Duration::from_secs(self.causal_read_timeout.unwrap_or(30).max(1)),
             http_listen: self
@@ -446,6 +457,10 @@ pub struct NodeConfig {
     pub fc_limit: u64,
     pub fc_factor: f64,
     pub strict_mode: StrictMode,
+    /// Log entries between Raft snapshots (state-transfer dumps); 0: never on its own.
+    pub snapshot_logs: u64,
+    /// Log entries kept below the purge bound.
+    pub log_keep_margin: u64,
     pub node_id: u64,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

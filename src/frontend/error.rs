@@ -158,6 +158,17 @@ impl ClientError {
         }
     }
 
+    /// The ERR packet payload sent in place of the server greeting: the client has not said
+    /// it speaks protocol 4.1 yet, so MariaDB leaves the SQLSTATE out (clients would otherwise
+    /// read `#08S01` as part of the message).
+    pub(crate) fn to_pre_greeting_packet(&self) -> Vec<u8> {
+        let (code, _, msg) = self.parts();
+        let mut buf = vec![0xff];
+        buf.extend_from_slice(&code.to_le_bytes());
+        buf.extend_from_slice(msg.as_bytes());
+        buf
+    }
+
     /// The ERR packet payload.
     pub(crate) fn to_packet(&self) -> Vec<u8> {
         let (code, state, msg) = self.parts();
@@ -170,22 +181,21 @@ impl ClientError {
         err.serialize(&mut buf);
         buf
     }
-
-    /// The ERR packet payload sent in place of the greeting. MariaDB omits the SQLSTATE there
-    /// (the client has not announced CLIENT_PROTOCOL_41 yet); with it, clients read
-    /// `#08S01` as the start of the message.
-    pub(crate) fn to_packet_before_greeting(&self) -> Vec<u8> {
-        let (code, _, msg) = self.parts();
-        let err = ErrPacket::Error(ServerError::new(code, None, msg.into_bytes()));
-        let mut buf = Vec::new();
-        err.serialize(&mut buf);
-        buf
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::ClientError;
+
+    #[test]
+    fn an_error_instead_of_the_greeting_has_no_sqlstate() {
+        let p = ClientError::NotReady.to_pre_greeting_packet();
+        assert_eq!(&p[..3], &[0xff, 0x17, 0x04]);
+        assert_eq!(
+            &p[3..],
+            b"WSREP has not yet prepared node for application use"
+        );
+    }
 
     #[test]
     fn access_denied_matches_mariadb_byte_for_byte() {

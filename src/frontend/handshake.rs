@@ -96,9 +96,7 @@ pub(crate) async fn run(
 ) -> Option<Session> {
     let host = client_host_name(peer.ip());
     let Some(info) = fe.backend.info().filter(|_| !fe.not_ready()) else {
-        client
-            .send_error_before_greeting(&ClientError::NotReady)
-            .await;
+        client.send_pre_greeting_error(&ClientError::NotReady).await;
         return None;
     };
     let server_caps = info.capabilities & relayable();

@@ -183,6 +183,7 @@ impl Frontend {
             || self.write_path.inconsistent().is_some()
             || !self.write_path.is_primary()
             || !self.write_path.is_synced()
+            || self.write_path.joining()
     }
 }
 

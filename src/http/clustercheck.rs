@@ -112,6 +112,7 @@ pub(crate) mod tests {
             flow_control_recv: 1,
             flow_control_active: false,
             provider_version: "certus 0.1.0".to_string(),
+            latency: None,
         }
     }
 

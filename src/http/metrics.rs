@@ -164,6 +164,10 @@ pub(crate) fn encode_status(status: &NodeStatus) -> Result<String, std::fmt::Err
         ]),
     );
 
+    if let Some(latency) = &status.latency {
+        latency.register(&mut registry);
+    }
+
     let mut out = String::new();
     encode(&mut out, &registry)?;
     Ok(out)
@@ -198,7 +202,7 @@ pub(crate) mod tests {
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE: {line}"))?;
-                let known = ["gauge", "counter", "info"];
+                let known = ["gauge", "counter", "info", "histogram"];
                 if !known.contains(&kind) {
                     return Err(format!("unexpected type {kind}"));
                 }
@@ -222,6 +226,9 @@ pub(crate) mod tests {
                 .find(|(family, kind)| match kind.as_str() {
                     "counter" => name == format!("{family}_total"),
                     "info" => name == format!("{family}_info"),
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name == format!("{family}{suffix}")),
                     _ => name == **family,
                 })
                 .map(|(family, _)| family.clone())
@@ -355,6 +362,50 @@ pub(crate) mod tests {
         assert_eq!(value_of(&samples, "certus_leader"), None);
         assert_eq!(value_of(&samples, "certus_primary"), Some(0.0));
         assert_eq!(samples[0].1["node"], "db\"1\\x");
+    }
+
+    #[test]
+    fn stage_latencies_and_batching_are_histograms() {
+        use crate::node::latency::{Stage, WritePathMetrics};
+        let latency = std::sync::Arc::new(WritePathMetrics::default());
+        latency.observe(Stage::Propose, std::time::Duration::from_micros(1500));
+        latency.observe(Stage::Commit, std::time::Duration::from_millis(4));
+        latency.observe_entry(3);
+        let mut status = synced_status();
+        status.latency = Some(latency);
+        let text = encode_status(&status).unwrap();
+        let samples = parse_exposition(&text).unwrap();
+        let find = |name: &str, stage: Option<&str>, le: Option<&str>| {
+            samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == name
+                        && stage.is_none_or(|s| l.get("stage").map(String::as_str) == Some(s))
+                        && le.is_none_or(|x| l.get("le").map(String::as_str) == Some(x))
+                })
+                .map(|s| s.2)
+        };
+        let count = "certus_commit_stage_seconds_count";
+        assert_eq!(find(count, Some("propose"), None), Some(1.0), "{text}");
+        assert_eq!(find(count, Some("commit"), None), Some(1.0), "{text}");
+        assert_eq!(find(count, Some("apply"), None), Some(0.0), "{text}");
+        let sum = find("certus_commit_stage_seconds_sum", Some("commit"), None);
+        assert!(sum.is_some_and(|s| (s - 0.004).abs() < 1e-9), "{text}");
+        assert_eq!(find("certus_raft_entries_total", None, None), Some(1.0));
+        assert_eq!(
+            find("certus_raft_entry_write_sets_sum", None, None),
+            Some(3.0)
+        );
+        assert_eq!(
+            find("certus_raft_entry_write_sets_bucket", None, Some("2.0")),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            find("certus_raft_entry_write_sets_bucket", None, Some("4.0")),
+            Some(1.0),
+            "{text}"
+        );
     }
 
     #[test]

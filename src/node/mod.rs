@@ -3,7 +3,10 @@
 //! nodes in one process on port 0.
 
 pub mod flow_control;
+pub mod latency;
+pub(crate) mod members;
 pub mod progress;
+mod sst;
 pub mod status;
 pub(crate) mod write_path;
 
@@ -152,6 +155,11 @@ impl Node {
         repl_cfg.peer_source_ip = config.peer_source_ip;
         repl_cfg.join = config.join;
         repl_cfg.cluster_uuid = cluster_uuid.hyphenated().to_string();
+        repl_cfg.snapshot_policy = match config.snapshot_logs {
+            0 => crate::replication::SnapshotPolicy::Never,
+            n => crate::replication::SnapshotPolicy::LogsSinceLast(n),
+        };
+        repl_cfg.log_keep_margin = config.log_keep_margin;
         let write_path = match WritePath::start(
             NodeId(config.node_id),
             repl_cfg,
@@ -162,7 +170,12 @@ impl Node {
         )
         .await
         {
-            Ok(w) => Arc::new(w),
+            Ok(w) => {
+                // Peers learn this node's client address from its progress reports.
+                w.progress
+                    .set_client_address(listener.local_addr()?.to_string());
+                Arc::new(w)
+            }
             Err(e) => {
                 if let BackendOwner::Managed(m) = owner {
                     m.shutdown().await;
@@ -289,6 +302,26 @@ impl Node {
     /// The lowest applied seqno among live members: the Raft log must not be purged above it.
     pub fn lowest_live_applied(&self) -> Option<crate::ids::Seqno> {
         self.frontend.write_path.progress.lowest_live_applied()
+    }
+
+    /// Snapshots (SSTs) loaded into the backend since the node started.
+    pub fn sst_loads(&self) -> u64 {
+        self.frontend.write_path.sst_loads()
+    }
+
+    /// Every joiner state (Joining, Joined, Synced) this node went through since start, in order.
+    pub fn transfer_history(&self) -> Vec<&'static str> {
+        self.frontend.write_path.transfer_history()
+    }
+
+    /// This node's Raft positions (last log, snapshot, purged), when readable without waiting.
+    pub fn replication_metrics(&self) -> Option<crate::replication::ReplicationMetrics> {
+        self.frontend.write_path.replication_metrics()
+    }
+
+    /// Asks Raft to build a snapshot (an SST dump) now; it is built in the background.
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.frontend.write_path.trigger_snapshot().await
     }
 
     /// The number of client sessions currently open.
@@ -452,36 +485,53 @@ fn status_source(
         .position(|id| *id == node_id)
         .unwrap_or(0);
     let uuid = cluster_uuid.hyphenated().to_string();
+    let client_addr = client_addr.to_string();
     Arc::new(move || {
         let summary = wp.raft_summary();
         let place = wp.place();
         let primary = wp.is_primary();
-        let inconsistent = wp.inconsistent();
-        let backend_up = backend.health() == backend::Health::Up;
-        let probe = place.probe;
         let removed = place.removed;
-        let local_state = local_state(
-            primary,
-            probe.is_some_and(|p| p.learner),
-            removed,
-            place.synced,
-            inconsistent.is_none() && backend_up,
-        );
-        let ready = local_state == status::LocalState::Synced;
         let (term, leader, voters, membership_index) = match summary {
             Some(s) => (s.term, s.leader, s.voters, s.membership_index),
             None => (0, None, Vec::new(), 0),
         };
+        let size = voters.len().max(1);
+        let component = members::component(&wp.progress, NodeId(node_id), &client_addr);
+        // Galera's size is the component's. Gossip may lag a node that just joined, but a
+        // Primary component always holds a majority of the voters. A removed node is alone.
+        let cluster_size = if removed {
+            0
+        } else if primary {
+            component.len().max(size / 2 + 1)
+        } else {
+            component.len()
+        };
+        let incoming_addresses = component
+            .iter()
+            .map(|m| m.client_address.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let inconsistent = wp.inconsistent();
+        let backend_up = backend.health() == backend::Health::Up;
+        // After a backend restart the binlog reader reconnects a moment later; until then no
+        // write can be captured, so the node is not Synced yet.
+        let capture_up = wp.capture_connected();
+        let local_state = match local_state(
+            primary,
+            place.probe.is_some_and(|p| p.learner),
+            removed,
+            place.synced,
+            inconsistent.is_none() && backend_up && capture_up,
+        ) {
+            status::LocalState::Synced => wp.transfer_state().unwrap_or(status::LocalState::Synced),
+            other => other,
+        };
+        let ready = local_state == status::LocalState::Synced;
         // Galera's wsrep_local_index: this node's position among the members, by id.
         let local_index = voters
             .iter()
             .position(|v| *v == node_id)
             .unwrap_or(config_index);
-        let cluster_size = match (removed, primary) {
-            (true, _) => 0,
-            (false, true) => voters.len().max(1),
-            (false, false) => 1,
-        };
         let sh = &wp.shared;
         let fc = wp.flow.status();
         status::NodeStatus {
@@ -499,7 +549,7 @@ fn status_source(
             // the membership entry); both only grow, so the sum does too, alike on every node.
             cluster_conf_id: term + membership_index,
             local_index,
-            incoming_addresses: client_addr.to_string(),
+            incoming_addresses,
             last_committed: wp.last_applied().0,
             recv_queue: sh.queued.load(Ordering::Relaxed),
             leader,
@@ -515,6 +565,7 @@ fn status_source(
             flow_control_recv: fc.recv,
             flow_control_active: fc.active,
             provider_version: format!("certus {}", env!("CARGO_PKG_VERSION")),
+            latency: Some(sh.latency.clone()),
         }
     })
 }

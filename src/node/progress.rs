@@ -32,7 +32,7 @@ const TOI_MAJORITY_GRACE: Duration = Duration::from_secs(2);
 /// A TOI result nobody else reported within this long is not compared (the others are down).
 const TOI_GIVE_UP: Duration = Duration::from_secs(60);
 /// Format version of the encoded report; a report with another version is ignored.
-const REPORT_VERSION: u8 = 1;
+const REPORT_VERSION: u8 = 2;
 
 /// The result of one TOI statement on one node: 0 when it succeeded, else the backend's error
 /// code (every node must refuse a statement alike).
@@ -54,6 +54,10 @@ pub(crate) struct Report {
     pub(crate) fc_over: bool,
     /// Its most recent TOI results, oldest first.
     pub(crate) toi: Vec<ToiResult>,
+    /// Where its clients connect (`wsrep_incoming_addresses`).
+    pub(crate) client_address: String,
+    /// The Raft index below which its backend has every write set (the log-purge bound).
+    pub(crate) applied_index: u64,
 }
 
 impl Report {
@@ -88,6 +92,10 @@ pub struct NodeProgress {
     pub age: Duration,
     pub live: bool,
     pub fc_over: bool,
+    /// Where its clients connect; empty until its first report says.
+    pub client_address: String,
+    /// The Raft index below which its backend has every write set.
+    pub applied_index: u64,
 }
 
 struct Received {
@@ -110,6 +118,7 @@ pub(crate) struct Progress {
     latest: Mutex<BTreeMap<NodeId, Received>>,
     own_toi: Mutex<VecDeque<ToiResult>>,
     pending_toi: Mutex<Vec<PendingToi>>,
+    client_address: Mutex<String>,
 }
 
 impl Progress {
@@ -120,6 +129,14 @@ impl Progress {
             latest: Mutex::new(BTreeMap::new()),
             own_toi: Mutex::new(VecDeque::new()),
             pending_toi: Mutex::new(Vec::new()),
+            client_address: Mutex::new(String::new()),
+        }
+    }
+
+    /// Where this node's clients connect, told to every peer from the next report on.
+    pub(crate) fn set_client_address(&self, address: String) {
+        if let Ok(mut a) = self.client_address.lock() {
+            *a = address;
         }
     }
 
@@ -147,6 +164,11 @@ impl Progress {
             .own_toi
             .lock()
             .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
+        report.client_address = self
+            .client_address
+            .lock()
+            .map(|a| a.clone())
             .unwrap_or_default();
         self.record(self.self_id, report.clone(), Instant::now());
         report
@@ -189,6 +211,8 @@ impl Progress {
                     age,
                     live: *node == self.self_id || age < LIVE_AGE,
                     fc_over: r.report.fc_over,
+                    client_address: r.report.client_address.clone(),
+                    applied_index: r.report.applied_index,
                 }
             })
             .collect()
@@ -201,6 +225,16 @@ impl Progress {
             .into_iter()
             .filter(|n| n.live)
             .map(|n| n.applied)
+            .min()
+    }
+
+    /// The lowest Raft index below which every live member's backend has all write sets: the
+    /// log must not be purged above it. None before this node's first report.
+    pub(crate) fn lowest_live_applied_index(&self) -> Option<u64> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.live)
+            .map(|n| n.applied_index)
             .min()
     }
 
@@ -311,6 +345,7 @@ fn toi_verdict(
 /// What the reporter reads about this node at every tick.
 pub(crate) struct LocalView {
     pub(crate) applied: Seqno,
+    pub(crate) applied_index: u64,
     pub(crate) queue: u64,
     /// False while the node is desynced (backend down, Inconsistent): it then never asks for
     /// flow control.
@@ -369,6 +404,8 @@ pub(crate) async fn run_reporter(
             queue: view.queue,
             fc_over,
             toi: Vec::new(),
+            client_address: String::new(),
+            applied_index: view.applied_index,
         });
         tx.send_replace(report.encode());
         flow.evaluate(&progress);
@@ -414,6 +451,8 @@ mod tests {
             queue: 3,
             fc_over: true,
             toi: vec![toi(2, 1050)],
+            client_address: "127.0.0.1:3306".into(),
+            applied_index: 17,
         };
         let bytes = r.encode();
         assert_eq!(Report::decode(&bytes), Some(r));

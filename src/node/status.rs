@@ -84,6 +84,9 @@ pub struct NodeStatus {
     pub flow_control_recv: u64,
     pub flow_control_active: bool,
     pub provider_version: String,
+    /// Live per-stage latency and batching histograms (`/metrics` only).
+    #[serde(skip)]
+    pub latency: Option<std::sync::Arc<super::latency::WritePathMetrics>>,
 }
 
 impl NodeStatus {

@@ -12,7 +12,15 @@
 //!   re-apply after a restart; it is always written after the entries it covers, so it can
 //!   never be durable without them.
 //!
-//! Every write goes through one queue, so the disk order is openraft's order.
+//! Every write goes through one queue, so the disk order is openraft's order. Each write is
+//! submitted while the in-memory index is locked, so the queue order is also the order of the
+//! in-memory changes; a compaction image built under that lock therefore contains exactly the
+//! writes queued before it.
+//!
+//! Memory and disk after a purge: purged entries leave the in-memory index at once; the WAL is
+//! rewritten with only the live records once the dead bytes in it exceed both the live bytes and
+//! `COMPACT_MIN_DEAD`, so neither memory nor the file (nor the replay at open) grows with the
+//! history the snapshot already covers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -53,30 +61,99 @@ pub enum LogStoreError {
     Write(String),
 }
 
+/// Dead bytes the WAL may carry before it is compacted (and only when they exceed the live ones).
+const COMPACT_MIN_DEAD: u64 = 8 * 1024 * 1024;
+
 #[derive(Default)]
 struct Mem {
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
     entries: BTreeMap<u64, Entry>,
+    /// Framed size of each live entry's record in the WAL.
+    sizes: BTreeMap<u64, u64>,
+    live_bytes: u64,
+    /// Bytes of superseded records (purged or truncated entries, old votes and commit marks).
+    dead_bytes: u64,
 }
 
 impl Mem {
-    fn replay(&mut self, rec: Record) {
+    fn replay(&mut self, rec: Record, size: u64) {
         match rec {
-            Record::Entry(e) => {
-                self.entries.insert(e.log_id.index, e);
+            Record::Entry(e) => self.insert(e, size),
+            Record::Vote(v) => {
+                self.vote = Some(v);
+                self.dead_bytes += size;
             }
-            Record::Vote(v) => self.vote = Some(v),
-            Record::Committed(c) => self.committed = c,
+            Record::Committed(c) => {
+                self.committed = c;
+                self.dead_bytes += size;
+            }
             Record::Truncate(since) => {
-                self.entries.split_off(&since);
+                self.dead_bytes += size;
+                self.drop_from(since);
             }
             Record::Purge(upto) => {
-                self.entries = self.entries.split_off(&(upto.index + 1));
-                self.purged = Some(upto);
+                self.dead_bytes += size;
+                self.drop_upto(upto);
             }
         }
+    }
+
+    fn insert(&mut self, e: Entry, size: u64) {
+        let index = e.log_id.index;
+        if let Some(old) = self.sizes.insert(index, size) {
+            self.live_bytes -= old;
+            self.dead_bytes += old;
+        }
+        self.live_bytes += size;
+        self.entries.insert(index, e);
+    }
+
+    fn drop_from(&mut self, since: u64) {
+        self.entries.split_off(&since);
+        let gone = self.sizes.split_off(&since);
+        self.forget(gone.values().sum());
+    }
+
+    fn drop_upto(&mut self, upto: LogId) {
+        self.entries = self.entries.split_off(&(upto.index + 1));
+        let kept = self.sizes.split_off(&(upto.index + 1));
+        let gone = std::mem::replace(&mut self.sizes, kept);
+        self.forget(gone.values().sum());
+        self.purged = Some(upto);
+    }
+
+    fn forget(&mut self, bytes: u64) {
+        self.live_bytes -= bytes;
+        self.dead_bytes += bytes;
+    }
+
+    fn wants_compaction(&self) -> bool {
+        self.dead_bytes > COMPACT_MIN_DEAD && self.dead_bytes > self.live_bytes
+    }
+
+    /// Every live record, framed: what a compacted WAL holds.
+    // openraft's own error type, returned so `?` works inside the trait impls that must return it.
+    #[allow(clippy::result_large_err)]
+    fn image(&self) -> Result<Vec<u8>, StorageError> {
+        let mut out = Vec::with_capacity(self.live_bytes as usize + 256);
+        if let Some(v) = self.vote {
+            out.extend_from_slice(&LogStore::framed(&Record::Vote(v))?);
+        }
+        if let Some(p) = self.purged {
+            out.extend_from_slice(&LogStore::framed(&Record::Purge(p))?);
+        }
+        for e in self.entries.values() {
+            out.extend_from_slice(&LogStore::framed(&Record::Entry(e.clone()))?);
+        }
+        out.extend_from_slice(&LogStore::framed(&Record::Committed(self.committed))?);
+        Ok(out)
+    }
+
+    /// After a compaction the file holds only what `image` wrote.
+    fn compacted(&mut self) {
+        self.dead_bytes = 0;
     }
 
     fn check_contiguous(&self) -> Result<(), LogStoreError> {
@@ -170,7 +247,7 @@ impl LogStore {
                 record: i,
                 reason: e.to_string(),
             })?;
-            mem.replay(rec);
+            mem.replay(rec, bytes.len() as u64 + 12);
         }
         mem.check_contiguous()?;
         let recovered = Recovered {
@@ -196,6 +273,17 @@ impl LogStore {
         let mut out = Vec::with_capacity(payload.len() + 12);
         wal::frame(&payload, &mut out);
         Ok(out)
+    }
+
+    /// Queues `bytes` (call it with the mem lock held) and returns the wait for their fsync.
+    fn submit_durable(&self, bytes: Vec<u8>) -> impl std::future::Future<Output = io::Result<()>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.wal.submit(bytes, Done::Notify(tx));
+        async move {
+            queued?;
+            rx.await
+                .map_err(|_| io::Error::other("raft log writer has stopped"))?
+        }
     }
 
     // openraft's own error type, returned so `?` works inside the trait impls that must return it.
@@ -232,12 +320,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = Self::framed(&Record::Vote(*vote))?;
-        self.wal
-            .write_durable(bytes)
+        let durable = {
+            let mut mem = self.mem()?;
+            mem.vote = Some(*vote);
+            mem.dead_bytes += bytes.len() as u64;
+            self.submit_durable(bytes)
+        };
+        durable
             .await
-            .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.mem()?.vote = Some(*vote);
-        Ok(())
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -246,11 +337,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = Self::framed(&Record::Committed(committed))?;
+        let mut mem = self.mem()?;
+        mem.committed = committed;
+        mem.dead_bytes += bytes.len() as u64;
         self.wal
             .submit(bytes, Done::Nobody)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.mem()?.committed = committed;
-        Ok(())
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -267,17 +359,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut bytes = Vec::new();
-        {
-            let mut mem = self.mem()?;
-            for entry in entries {
-                bytes.extend_from_slice(&Self::framed(&Record::Entry(entry.clone()))?);
-                if let EntryPayload::Normal(batch) = &entry.payload {
-                    if batch.origin == self.node_id {
-                        self.watch.mark(batch.batch_id);
-                    }
+        let mut mem = self.mem()?;
+        for entry in entries {
+            let framed = Self::framed(&Record::Entry(entry.clone()))?;
+            if let EntryPayload::Normal(batch) = &entry.payload {
+                if batch.origin == self.node_id {
+                    self.watch.mark(batch.batch_id);
                 }
-                mem.entries.insert(entry.log_id.index, entry);
             }
+            mem.insert(entry, framed.len() as u64);
+            bytes.extend_from_slice(&framed);
         }
         self.wal
             .submit(bytes, Done::Flushed(callback))
@@ -288,23 +379,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = Self::framed(&Record::Truncate(log_id.index))?;
         // Memory first: openraft must not read a truncated entry even while the disk catches up;
         // the write is durable before we return, and replay at open repeats the truncation.
-        self.mem()?.entries.split_off(&log_id.index);
-        self.wal
-            .write_durable(bytes)
+        let durable = {
+            let mut mem = self.mem()?;
+            mem.dead_bytes += bytes.len() as u64;
+            mem.drop_from(log_id.index);
+            self.submit_durable(bytes)
+        };
+        durable
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = Self::framed(&Record::Purge(log_id))?;
-        {
+        let durable = {
             let mut mem = self.mem()?;
-            let kept = mem.entries.split_off(&(log_id.index + 1));
-            mem.entries = kept;
-            mem.purged = Some(log_id);
-        }
-        self.wal
-            .write_durable(bytes)
+            mem.dead_bytes += bytes.len() as u64;
+            mem.drop_upto(log_id);
+            let durable = self.submit_durable(bytes);
+            if mem.wants_compaction() {
+                let image = mem.image()?;
+                tracing::info!(
+                    live = image.len(),
+                    dead = mem.dead_bytes,
+                    "compacting the raft log file"
+                );
+                self.wal
+                    .submit_rewrite(image)
+                    .map_err(|e| StorageIOError::write_logs(&e))?;
+                mem.compacted();
+            }
+            durable
+        };
+        durable
             .await
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
@@ -385,7 +492,7 @@ pub fn inspect_log(dir: &Path) -> Result<LogSummary, LogStoreError> {
             record: i,
             reason: e.to_string(),
         })?;
-        mem.replay(rec);
+        mem.replay(rec, bytes.len() as u64);
     }
     mem.check_contiguous()?;
     Ok(mem.summary(records.len(), (buf.len() - good) as u64))
@@ -465,14 +572,13 @@ mod tests {
 
     /// Appends through the real WAL and waits for durability the way openraft would.
     async fn append_durable(store: &mut LogStore, entries: Vec<Entry>) {
-        let bytes: Vec<u8> = entries
-            .iter()
-            .flat_map(|e| LogStore::framed(&Record::Entry(e.clone())).unwrap())
-            .collect();
+        let mut bytes = Vec::new();
         {
             let mut mem = store.mem().unwrap();
             for e in entries {
-                mem.entries.insert(e.log_id.index, e);
+                let framed = LogStore::framed(&Record::Entry(e.clone())).unwrap();
+                mem.insert(e, framed.len() as u64);
+                bytes.extend_from_slice(&framed);
             }
         }
         store.wal.write_durable(bytes).await.unwrap();
@@ -639,11 +745,45 @@ mod tests {
         assert_eq!(indexes(&mut s).await, vec![1, 2, 3, 4, 5, 6]);
     }
 
+    #[tokio::test]
+    async fn purging_most_of_the_log_compacts_the_file_and_reopen_sees_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(wal::WAL_FILE);
+        let big = vec![7u8; 256 * 1024];
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=60).map(|i| entry(2, i, &big)).collect()).await;
+            s.save_vote(&Vote::new(2, 1)).await.unwrap();
+            let before = std::fs::metadata(&path).unwrap().len();
+            assert!(before > 15 * 1024 * 1024);
+            s.purge(RaftLogId::new(CommittedLeaderId::new(2, 1), 55))
+                .await
+                .unwrap();
+            // Appends after the compaction land in the new file.
+            append_durable(&mut s, vec![entry(2, 61, b"after")]).await;
+            let after = std::fs::metadata(&path).unwrap().len();
+            assert!(
+                after < 2 * 1024 * 1024,
+                "file not compacted: {before} -> {after} bytes"
+            );
+            assert_eq!(indexes(&mut s).await, (56..=61).collect::<Vec<_>>());
+            closed
+        };
+        closed.wait().await;
+        let (mut s, rec, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(rec.dropped_tail, 0);
+        assert_eq!(indexes(&mut s).await, (56..=61).collect::<Vec<_>>());
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        let state = s.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(55));
+        assert!(!dir.path().join("raft.wal.compact").exists());
+    }
+
     #[test]
     fn hole_is_detected() {
         let mut mem = Mem::default();
-        mem.replay(Record::Entry(entry(1, 1, b"a")));
-        mem.replay(Record::Entry(entry(1, 3, b"c")));
+        mem.replay(Record::Entry(entry(1, 1, b"a")), 10);
+        mem.replay(Record::Entry(entry(1, 3, b"c")), 10);
         assert!(matches!(
             mem.check_contiguous(),
             Err(LogStoreError::Hole {

@@ -56,7 +56,7 @@ pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartEr
 pub use log_store::{inspect_log, reset_membership_to, LogStoreError, LogSummary};
 pub use membership::{cluster_admin, AdminError, AdminOp, MembershipView};
 pub use peer_info::{ask_peers, AppliedSeqnoSource, PeerIdentity};
-pub use state_machine::{Fsm, SnapshotFileError};
+pub use state_machine::{Fsm, SnapshotFileError, SnapshotJob};
 pub use types::Position;
 pub use wal::WalError;
 
@@ -70,7 +70,7 @@ use types::RaftNode;
 /// When openraft builds a snapshot on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotPolicy {
-    /// Only when the node asks (state transfer is designed separately).
+    /// Only when asked (`Replication::trigger_snapshot`).
     Never,
     /// After this many log entries since the last snapshot.
     LogsSinceLast(u64),
@@ -105,6 +105,15 @@ pub struct ReplicationConfig {
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Join an existing cluster: never initialize; wait for a leader to add this node.
     pub join: bool,
+    /// Log entries kept below the purge bound (DESIGN §12's safety margin).
+    pub log_keep_margin: u64,
+    /// How often the purge bound is evaluated.
+    pub purge_interval: Duration,
+    /// The lowest Raft log index every live node has applied to its backend, as far as the
+    /// node can tell (`None`: unknown, purge nothing). The log is purged only below it (minus
+    /// `log_keep_margin`), below the snapshot, and, on the leader, below the index every
+    /// follower that answered recently has in its own log.
+    pub purge_bound: PurgeBound,
     /// The cluster state UUID this node answers peers with (`peer_info`); the node resolves it.
     pub cluster_uuid: String,
     /// The local applied seqno, reported to peers that ask.
@@ -162,6 +171,9 @@ impl GossipSender {
     }
 }
 
+/// See `ReplicationConfig::purge_bound`.
+pub type PurgeBound = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
 impl std::fmt::Debug for ReplicationConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicationConfig")
@@ -175,6 +187,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("snapshot_policy", &self.snapshot_policy)
             .field("cluster_uuid", &self.cluster_uuid)
             .field("join", &self.join)
+            .field("log_keep_margin", &self.log_keep_margin)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +222,10 @@ impl ReplicationConfig {
             cluster_uuid: String::new(),
             applied_seqno: None,
             gossip_sink: None,
+            log_keep_margin: 1000,
+            purge_interval: Duration::from_secs(1),
+            // Without a bound from the node nothing is purged.
+            purge_bound: Arc::new(|| None),
         }
     }
 
@@ -250,6 +267,13 @@ impl ReplicationConfig {
                 SnapshotPolicy::Never => openraft::SnapshotPolicy::Never,
                 SnapshotPolicy::LogsSinceLast(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
             },
+            // openraft never purges on its own: `purge_loop` decides, from the live nodes'
+            // applied positions (DESIGN §12).
+            max_in_snapshot_log_to_keep: u64::MAX,
+            // The last chunk of a snapshot is answered after the follower has made it durable
+            // and handed it to its state machine: seconds, not openraft's 200 ms default.
+            install_snapshot_timeout: 30_000,
+            snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()
         };
         config
@@ -277,6 +301,10 @@ pub struct ReplicationMetrics {
     /// Galera's "Primary": a leader exists and, on the leader, a quorum acknowledged it within
     /// the election timeout.
     pub is_primary: bool,
+    /// The last log index covered by this node's snapshot.
+    pub snapshot_index: Option<u64>,
+    /// The last purged log index: the log starts right after it.
+    pub purged_index: Option<u64>,
 }
 
 /// This node's place in the membership, sampled cheaply for readiness and status.
@@ -355,7 +383,8 @@ impl Replication {
             );
         }
         let fsm: state_machine::SharedFsm = fsm;
-        let state_machine = StateMachine::open(&cfg.data_dir, fsm)?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state_machine = StateMachine::open(&cfg.data_dir, fsm, shutdown_rx.clone())?;
         let secret: Arc<[u8]> = cfg.cluster_secret.clone().into();
         let peers = Arc::new(Peers::new(
             id,
@@ -370,7 +399,6 @@ impl Replication {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let limits = Limits {
             max_batch_proposals: cfg.max_batch_proposals,
             max_batch_bytes: cfg.max_batch_bytes,
@@ -402,7 +430,19 @@ impl Replication {
             propose_timeout: cfg.propose_timeout,
             gossip: cfg.gossip_sink.clone(),
         });
-        let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx));
+        let server_task = tokio::spawn(serve(listener, ctx, shutdown_rx.clone()));
+        let purge_task = tokio::spawn(purge_loop(
+            raft.clone(),
+            peers.clone(),
+            PurgeSettings {
+                self_id: id,
+                bound: cfg.purge_bound.clone(),
+                margin: cfg.log_keep_margin,
+                interval: cfg.purge_interval,
+                live_window: cfg.election_timeout_max * 5,
+            },
+            shutdown_rx,
+        ));
 
         let replication = Replication {
             node_id: cfg.node_id,
@@ -410,7 +450,7 @@ impl Replication {
             batcher,
             peers,
             shutdown,
-            tasks: vec![batcher_task, server_task],
+            tasks: vec![batcher_task, server_task, purge_task],
             wal_closed: Some(wal_closed),
             cfg,
             identity,
@@ -598,6 +638,8 @@ impl Replication {
                 .collect(),
             membership_index: m.membership_config.log_id().map_or(0, |l| l.index),
             is_primary,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
         }
     }
 
@@ -624,6 +666,22 @@ impl Replication {
         let last = peer_info::last_to_leave(&me, &ids, &answers, &self.identity.departures());
         tracing::info!(last, position = %me.describe_position(), "announced a clean stop to peers");
         last
+    }
+
+    /// Asks openraft to build a snapshot now (it returns at once; the build runs in the
+    /// background).
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A cheap probe of "is this node streaming a snapshot to a peer" (Galera's Donor state).
+    pub fn donor_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let peers = self.peers.clone();
+        move || peers.is_donor()
     }
 
     /// Stops serving peers, answers queued proposals with `ShuttingDown`, lets in-flight ones
@@ -665,6 +723,77 @@ impl Drop for Replication {
                 handle.spawn(async move {
                     let _ = raft.shutdown().await;
                 });
+            }
+        }
+    }
+}
+
+struct PurgeSettings {
+    self_id: u64,
+    bound: PurgeBound,
+    margin: u64,
+    interval: Duration,
+    /// A follower that has not answered for this long is not live: it does not hold the purge
+    /// back (it will receive a snapshot when it returns).
+    live_window: Duration,
+}
+
+/// The highest index that may be purged now, or `None`. Pure, so the rule is unit-tested.
+///
+/// `followers`: on the leader, each other member's matched index and whether it is live.
+pub(crate) fn purge_upto(
+    snapshot: Option<u64>,
+    purged: Option<u64>,
+    lowest_applied: Option<u64>,
+    followers: &[(Option<u64>, bool)],
+    margin: u64,
+) -> Option<u64> {
+    let mut upto = snapshot?.min(lowest_applied?);
+    for (matched, live) in followers {
+        if *live {
+            upto = upto.min((*matched)?);
+        }
+    }
+    let upto = upto.checked_sub(margin)?;
+    (purged.is_none_or(|p| upto > p)).then_some(upto)
+}
+
+/// Purges the log below the bound `purge_upto` computes, every `interval`.
+async fn purge_loop(
+    raft: RaftNode,
+    peers: Arc<Peers>,
+    s: PurgeSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(s.interval) => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        let m = raft.metrics().borrow().clone();
+        let followers: Vec<(Option<u64>, bool)> = m
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != s.self_id)
+            .map(|(id, matched)| {
+                (
+                    matched.map(|l| l.index),
+                    peers.answered_within(*id, s.live_window),
+                )
+            })
+            .collect();
+        let upto = purge_upto(
+            m.snapshot.map(|l| l.index),
+            m.purged.map(|l| l.index),
+            (s.bound)(),
+            &followers,
+            s.margin,
+        );
+        if let Some(upto) = upto {
+            tracing::debug!(upto, "purging the raft log");
+            if raft.trigger().purge_log(upto).await.is_err() {
+                return;
             }
         }
     }

@@ -277,9 +277,46 @@ pub(crate) struct Peers {
     /// tell which node is calling (the jepsen suite partitions links that way).
     source_ip: Option<std::net::IpAddr>,
     idle: Mutex<HashMap<u64, Vec<TcpStream>>>,
+    /// When each peer last answered a request: the leader counts a follower as live for the log
+    /// purge bound only while it answers.
+    last_answer: Mutex<HashMap<u64, std::time::Instant>>,
+    /// While a snapshot is being streamed to a peer this node is a donor (until this instant).
+    donor_until: Mutex<Option<std::time::Instant>>,
 }
 
+/// How long after its last chunk a snapshot transfer still counts as running (the leader may
+/// pause between chunks while the follower writes them).
+const DONOR_LINGER: Duration = Duration::from_secs(5);
+
 impl Peers {
+    /// Whether `target` answered a request within `window`.
+    pub(crate) fn answered_within(&self, target: u64, window: Duration) -> bool {
+        self.last_answer
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&target).map(|t| t.elapsed() < window))
+            .unwrap_or(false)
+    }
+
+    /// Whether this node is streaming a snapshot to a peer (Galera's Donor state).
+    pub(crate) fn is_donor(&self) -> bool {
+        self.donor_until
+            .lock()
+            .ok()
+            .and_then(|d| d.map(|until| std::time::Instant::now() < until))
+            .unwrap_or(false)
+    }
+
+    fn note_snapshot_chunk(&self, done: bool) {
+        if let Ok(mut d) = self.donor_until.lock() {
+            *d = if done {
+                None
+            } else {
+                Some(std::time::Instant::now() + DONOR_LINGER)
+            };
+        }
+    }
+
     pub(crate) fn new(
         self_id: u64,
         secret: Arc<[u8]>,
@@ -292,6 +329,8 @@ impl Peers {
             connect_timeout,
             source_ip,
             idle: Mutex::new(HashMap::new()),
+            last_answer: Mutex::new(HashMap::new()),
+            donor_until: Mutex::new(None),
         }
     }
 
@@ -407,6 +446,9 @@ impl Peers {
                 reason: e.to_string(),
             })?;
         self.put_idle(target, conn);
+        if let Ok(mut m) = self.last_answer.lock() {
+            m.insert(target, std::time::Instant::now());
+        }
         Ok(resp)
     }
 }
@@ -527,10 +569,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        match self
-            .call(PeerRequest::InstallSnapshot(rpc), &option)
-            .await?
-        {
+        let done = rpc.done;
+        self.peers.note_snapshot_chunk(false);
+        let answer = self.call(PeerRequest::InstallSnapshot(rpc), &option).await;
+        if done || answer.is_err() {
+            // Finished, or failed: openraft starts over with a fresh transfer if it must.
+            self.peers.note_snapshot_chunk(true);
+        }
+        match answer? {
             PeerResponse::InstallSnapshot(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

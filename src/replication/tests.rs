@@ -20,11 +20,21 @@ impl Fsm for Recorder {
     fn apply_batch(&mut self, index: u64, proposals: &[Vec<u8>]) {
         self.batches.push((index, proposals.to_vec()));
     }
-    fn snapshot(&self) -> Vec<u8> {
-        types::encode(&self.batches).unwrap_or_default()
+    fn snapshot(&self, _index: u64, mut out: tokio::fs::File) -> SnapshotJob {
+        let bytes = types::encode(&self.batches);
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let bytes = bytes.map_err(|e| e.to_string())?;
+            out.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            out.flush().await.map_err(|e| e.to_string())
+        })
     }
-    fn restore(&mut self, _index: u64, data: &[u8]) {
-        self.batches = types::decode(data).unwrap_or_default();
+    fn restore(&mut self, _index: u64, mut data: std::fs::File) -> Result<(), String> {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        self.batches = types::decode(&bytes).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }
 
@@ -608,5 +618,98 @@ async fn a_non_member_with_the_secret_may_only_ask_who_a_node_is() {
     )
     .await;
     assert!(answers[&1].is_err());
+    cluster.shutdown_all().await;
+}
+
+#[test]
+fn purge_bound_is_the_lowest_of_snapshot_applied_and_live_followers_minus_margin() {
+    // Nothing without a snapshot or without a known applied position.
+    assert_eq!(purge_upto(None, None, Some(100), &[], 10), None);
+    assert_eq!(purge_upto(Some(100), None, None, &[], 10), None);
+    // The lowest of snapshot and applied, minus the margin.
+    assert_eq!(purge_upto(Some(100), None, Some(80), &[], 10), Some(70));
+    assert_eq!(purge_upto(Some(60), None, Some(80), &[], 10), Some(50));
+    // A live follower holds it back; one that stopped answering does not.
+    assert_eq!(
+        purge_upto(
+            Some(100),
+            None,
+            Some(100),
+            &[(Some(40), true), (Some(5), false)],
+            10
+        ),
+        Some(30)
+    );
+    // A live follower with nothing replicated yet blocks every purge.
+    assert_eq!(
+        purge_upto(Some(100), None, Some(100), &[(None, true)], 10),
+        None
+    );
+    // Never at or below what is already purged, never below zero.
+    assert_eq!(purge_upto(Some(100), Some(90), Some(100), &[], 10), None);
+    assert_eq!(
+        purge_upto(Some(100), Some(80), Some(100), &[], 10),
+        Some(90)
+    );
+    assert_eq!(purge_upto(Some(5), None, Some(5), &[], 10), None);
+}
+
+/// A node that was down while the others snapshotted and purged their logs catches up from a
+/// snapshot streamed in chunks (files on both ends), then from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_receives_a_snapshot_and_catches_up() {
+    let mut cluster = Cluster::start(3, |c| {
+        c.snapshot_policy = SnapshotPolicy::LogsSinceLast(20);
+        c.log_keep_margin = 5;
+        c.purge_interval = Duration::from_millis(100);
+        c.purge_bound = Arc::new(|| Some(u64::MAX));
+    })
+    .await;
+    cluster.leader(Duration::from_secs(10)).await;
+    let victim = 3;
+    let node = cluster.nodes.insert(victim, None).flatten().unwrap();
+    Arc::try_unwrap(node).ok().unwrap().shutdown().await;
+    cluster.leader(Duration::from_secs(10)).await;
+    for round in 0..8 {
+        let r = propose_load(&cluster, &[1, 2], 2, 10, &format!("r{round}")).await;
+        assert!(r.iter().all(|(_, r)| r.is_ok()));
+    }
+    cluster
+        .wait_applied(&[1, 2], 160, Duration::from_secs(20))
+        .await;
+    // Both live nodes snapshot and purge (node 3 is not answering, so it holds nothing back).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let purged: Vec<Option<u64>> = [1, 2]
+            .iter()
+            .map(|id| cluster.node(*id).metrics().purged_index)
+            .collect();
+        if purged.iter().all(|p| p.is_some_and(|p| p > 10)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no purge: {purged:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The victim comes back with an empty dir: only a snapshot can bring it up to date.
+    std::fs::remove_dir_all(cluster.dir.path().join(format!("node{victim}"))).unwrap();
+    let fresh: Shared = Arc::default();
+    cluster.fsms.insert(victim, fresh.clone());
+    let mut cfg = config(&cluster.members, victim, cluster.dir.path());
+    cfg.snapshot_policy = SnapshotPolicy::LogsSinceLast(20);
+    let restarted = start_node(cfg, fresh.clone()).await;
+    cluster.nodes.insert(victim, Some(Arc::new(restarted)));
+    cluster
+        .wait_applied(&[victim], 160, Duration::from_secs(30))
+        .await;
+    assert_eq!(cluster.sequence(1), cluster.sequence(victim));
+    assert!(cluster.node(victim).metrics().snapshot_index.is_some());
+    // Snapshot data lives in files, one current data file per node.
+    let files: Vec<String> = std::fs::read_dir(cluster.dir.path().join(format!("node{victim}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".data"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
     cluster.shutdown_all().await;
 }

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::Cursor;
 
 /// One Raft entry's application payload: the proposals batched into it, in order.
 ///
@@ -33,14 +32,14 @@ impl fmt::Display for Batch {
 
 openraft::declare_raft_types!(
     /// certus's Raft types: `u64` node ids (the numeric value of `NodeId`), `BasicNode` carrying
-    /// the peer address, in-memory snapshot bytes.
+    /// the peer address, snapshots as files (streamed in chunks, never held in memory).
     pub(crate) TypeConfig:
         D = Batch,
         R = (),
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -12,8 +12,10 @@
 //! pays at least two syncs (data pages, then the commit slot), roughly doubling the per-entry
 //! latency that bounds throughput. The Raft log is already an ordered append-only structure, so a
 //! B-tree buys nothing but a second copy of the ordering. The cost is ours to carry: framing,
-//! checksums and torn-tail handling below, and compaction (not done yet: purge is a record, the
-//! file only grows).
+//! checksums and torn-tail handling below, and compaction: after enough of the log was purged,
+//! `log_store` submits a full image of the live records and the writer thread replaces the file
+//! with it (written to `raft.wal.compact`, fsynced, locked, renamed over `raft.wal`, dir
+//! fsynced), in queue order, so the file never outgrows the live log for long.
 //!
 //! Record framing (little-endian):
 //! `len: u32 | crc32(len bytes): u32 | crc32(payload): u32 | payload: len bytes`.
@@ -208,6 +210,8 @@ impl Done {
 struct WalRequest {
     bytes: Vec<u8>,
     done: Done,
+    /// `bytes` is a full image of every live record: it replaces the file.
+    rewrite: bool,
 }
 
 /// Resolves once the writer thread has written everything queued and closed the file. The
@@ -243,7 +247,24 @@ impl WalWriter {
     /// Queues already-framed bytes. Fails only when the writer thread has stopped.
     pub(crate) fn submit(&self, bytes: Vec<u8>, done: Done) -> Result<(), io::Error> {
         self.tx
-            .send(WalRequest { bytes, done })
+            .send(WalRequest {
+                bytes,
+                done,
+                rewrite: false,
+            })
+            .map_err(|_| io::Error::other("raft log writer has stopped"))
+    }
+
+    /// Queues a full image of the live log that replaces the file. The image must contain the
+    /// effect of every request queued before it (the caller builds it under the same lock it
+    /// submits under).
+    pub(crate) fn submit_rewrite(&self, image: Vec<u8>) -> Result<(), io::Error> {
+        self.tx
+            .send(WalRequest {
+                bytes: image,
+                done: Done::Nobody,
+                rewrite: true,
+            })
             .map_err(|_| io::Error::other("raft log writer has stopped"))
     }
 
@@ -270,13 +291,7 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Wa
         }
         let result = match failed {
             Some(kind) => Err(io::Error::new(kind, "raft log writer failed earlier")),
-            None => {
-                let mut bytes = Vec::with_capacity(group.iter().map(|r| r.bytes.len()).sum());
-                for req in &group {
-                    bytes.extend_from_slice(&req.bytes);
-                }
-                file.write_all(&bytes).and_then(|()| file.sync_data())
-            }
+            None => write_group(&mut file, &path, &group),
         };
         if let Err(e) = &result {
             tracing::error!(path = %path.display(), error = %e, "raft log write failed");
@@ -286,6 +301,42 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Wa
             req.done.complete(&result);
         }
     }
+}
+
+/// Writes one group: appended to the file, or, when the group holds a rewrite, the last
+/// rewrite's image plus everything after it into a new file that replaces the old one (requests
+/// before the image are contained in it).
+fn write_group(file: &mut File, path: &Path, group: &[WalRequest]) -> io::Result<()> {
+    let start = group.iter().rposition(|r| r.rewrite);
+    let from = start.unwrap_or(0);
+    let mut bytes = Vec::with_capacity(group[from..].iter().map(|r| r.bytes.len()).sum());
+    for req in &group[from..] {
+        bytes.extend_from_slice(&req.bytes);
+    }
+    if start.is_none() {
+        return file.write_all(&bytes).and_then(|()| file.sync_data());
+    }
+    let tmp = path.with_extension("wal.compact");
+    let mut fresh = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    fresh.write_all(&bytes)?;
+    fresh.sync_all()?;
+    // Locked before it becomes `raft.wal`: no other process may open it unlocked in between.
+    fresh.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => io::Error::other("compacted raft log is locked"),
+        std::fs::TryLockError::Error(e) => e,
+    })?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    fresh.seek(SeekFrom::End(0))?;
+    *file = fresh;
+    Ok(())
 }
 
 #[cfg(test)]

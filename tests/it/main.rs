@@ -1,9 +1,11 @@
 //! certus's integration tests: one binary, real MariaDB servers, nodes in-process on port 0.
 
 mod client_edge;
+mod failover;
 mod galera;
 mod harness;
 mod membership;
 mod recovery;
 mod replication;
+mod sst;
 mod status;

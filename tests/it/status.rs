@@ -60,6 +60,21 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
     let n = c.node(1);
+    // Every member's client address, learned by gossip (a few hundred ms after start).
+    let incoming = c
+        .nodes
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    for node in &c.nodes {
+        let running = node.node.as_ref().unwrap();
+        let learned = TestNode::eventually(Duration::from_secs(10), || {
+            running.status().incoming_addresses == incoming
+        })
+        .await;
+        assert!(learned, "{:?} != {incoming}", running.status());
+    }
     let mut s = n.admin().await;
     let rows: Vec<(String, String)> = s.query("SHOW GLOBAL STATUS LIKE 'wsrep%'").await.unwrap();
     let get = |k: &str| rows.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -71,6 +86,7 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     assert_eq!(get("wsrep_connected").as_deref(), Some("ON"));
     assert_eq!(get("wsrep_local_index").as_deref(), Some("1"));
     assert_eq!(get("wsrep_evs_state").as_deref(), Some("OPERATIONAL"));
+    assert_eq!(get("wsrep_incoming_addresses"), Some(incoming.clone()));
     for k in [
         "wsrep_cluster_state_uuid",
         "wsrep_cluster_conf_id",
@@ -178,11 +194,63 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     assert_eq!(code, 200);
     let json: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(json["cluster_size"], 3);
+    // PyMySQL reads the same names and values.
+    if let Some(python) = harness::python() {
+        let args = vec![
+            "127.0.0.1".to_string(),
+            n.port().to_string(),
+            ADMIN_USER.into(),
+            ADMIN_PASSWORD.into(),
+            "node2".into(),
+            incoming.clone(),
+        ];
+        let out = tokio::task::spawn_blocking(move || {
+            harness::run_python(&python, "status_surfaces.py", &args)
+        })
+        .await
+        .expect("python task");
+        for case in [
+            "show_status",
+            "show_global_status_like",
+            "show_variables",
+            "select_variables",
+            "monitor_queries",
+        ] {
+            assert!(
+                out.lines().any(|l| l == format!("ok {case}")),
+                "case {case} did not pass:\n{out}"
+            );
+        }
+    }
+    // A stopped member leaves the component: the size and the addresses shrink.
+    let mut c = c;
+    let gone = c.nodes.remove(2);
+    gone.stop().await;
+    let shrunk = TestNode::eventually(Duration::from_secs(15), || {
+        let st = c.node(0).node.as_ref().unwrap().status();
+        st.cluster_size == 2 && st.incoming_addresses.split(',').count() == 2
+    })
+    .await;
+    assert!(shrunk, "{:?}", c.node(0).node.as_ref().unwrap().status());
     c.stop().await;
 }
 
+/// Runs `sql`, retrying while the node answers 1047 (an election on a loaded machine).
+async fn write_ready(conn: &mut mysql_async::Conn, sql: &str) {
+    for _ in 0..100 {
+        match conn.query_drop(sql).await {
+            Ok(()) => return,
+            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{sql}: {e:?}"),
+        }
+    }
+    panic!("{sql}: node not ready for 20 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_checks_follow_the_backend_and_the_quorum() {
+async fn health_checks_follow_the_backend_and_the_quorum_and_the_cluster_heals() {
     require_mariadb!();
     let mut c = TestCluster::start(3).await;
     let (code, body) = clustercheck(c.node(0)).await;
@@ -213,27 +281,88 @@ async fn health_checks_follow_the_backend_and_the_quorum() {
         .query_drop("SELECT 1")
         .await
         .unwrap();
-    // Stop two nodes: the survivor loses the quorum and says so.
-    let survivor = c.nodes.remove(0);
-    for n in c.nodes.drain(..) {
-        n.stop().await;
+    // Rows written while all three are up must survive the quorum loss and the heal.
+    let mut w = c.node(0).admin().await;
+    write_ready(&mut w, "CREATE DATABASE heal").await;
+    write_ready(&mut w, "CREATE TABLE heal.t (id INT PRIMARY KEY, v INT)").await;
+    for id in 1..=5 {
+        write_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
     }
-    wait_for_check(&survivor, 503, Duration::from_secs(5)).await;
-    let mut s = match survivor.connect(ADMIN_USER, ADMIN_PASSWORD).await {
-        Ok(s) => s,
-        Err(e) => {
-            assert!(
-                matches!(e, mysql_async::Error::Server(ref s) if s.code == 1047),
-                "{e:?}"
-            );
-            survivor.stop().await;
-            return;
-        }
-    };
-    let e = s.query_drop("SELECT 1 FROM DUAL").await.unwrap_err();
-    assert!(
-        matches!(e, mysql_async::Error::Server(ref s) if s.code == 1047),
-        "{e:?}"
+    drop(w);
+    // Stop two nodes: the survivor loses the quorum and says so.
+    c.nodes[1].halt().await;
+    c.nodes[2].halt().await;
+    wait_for_check(c.node(0), 503, Duration::from_secs(10)).await;
+    let st = c.node(0).node.as_ref().unwrap().status();
+    assert_eq!(
+        (st.cluster_status(), st.ready),
+        ("non-Primary", false),
+        "{st:?}"
     );
-    survivor.stop().await;
+    // The component shrinks once the gossip window (3 s) has passed without news.
+    let survivor = c.node(0).node.as_ref().unwrap();
+    let alone = TestNode::eventually(Duration::from_secs(15), || {
+        survivor.status().cluster_size == 1
+    })
+    .await;
+    assert!(alone, "{:?}", survivor.status());
+    let not_ready = |e: &mysql_async::Error| matches!(e, mysql_async::Error::Server(s) if s.code == 1047 && s.state == "08S01" && s.message == "WSREP has not yet prepared node for application use");
+    match c.node(0).connect(ADMIN_USER, ADMIN_PASSWORD).await {
+        // Refused instead of the greeting: MariaDB sends no SQLSTATE before the handshake.
+        Err(e) => assert!(
+            matches!(&e, mysql_async::Error::Server(s) if s.code == 1047 && s.message == "WSREP has not yet prepared node for application use"),
+            "{e:?}"
+        ),
+        Ok(mut s) => {
+            let e = s.query_drop("SELECT 1 FROM DUAL").await.unwrap_err();
+            assert!(not_ready(&e), "{e:?}");
+            let e = s
+                .query_drop("INSERT INTO heal.t VALUES (100, 100)")
+                .await
+                .unwrap_err();
+            assert!(not_ready(&e), "{e:?}");
+            // SHOW still answers, and says why.
+            let r: Option<(String, String)> = s
+                .query_first("SHOW STATUS LIKE 'wsrep_cluster_status'")
+                .await
+                .unwrap();
+            assert_eq!(r.map(|r| r.1).as_deref(), Some("non-Primary"));
+        }
+    }
+    // Heal: the two come back on their data dirs and ports; the survivor is Primary and
+    // Synced again and takes writes, and nothing written before is lost.
+    c.nodes[1].resume().await;
+    c.nodes[2].resume().await;
+    wait_for_check(c.node(0), 200, Duration::from_secs(60)).await;
+    c.wait_ready(Duration::from_secs(60)).await;
+    for n in &c.nodes {
+        let st = n.node.as_ref().unwrap().status();
+        assert_eq!(
+            (st.cluster_status(), st.local_state.comment()),
+            ("Primary", "Synced"),
+            "{st:?}"
+        );
+    }
+    let mut w = c.node(0).admin().await;
+    for id in 6..=10 {
+        write_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
+    }
+    for n in &c.nodes {
+        let mut rows = 0;
+        for _ in 0..100 {
+            let mut b = n.service_conn().await;
+            rows = b
+                .query_first::<i64, _>("SELECT COUNT(*) FROM heal.t WHERE id = v")
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            let _ = b.disconnect().await;
+            if rows == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(rows, 10, "node at {} lost or missed writes", n.addr);
+    }
+    c.stop().await;
 }

@@ -44,9 +44,9 @@ impl ClientIo {
         let _ = self.send(seq, &e.to_packet()).await;
     }
 
-    /// An error sent instead of the greeting (the node refuses the connection).
-    pub(crate) async fn send_error_before_greeting(&mut self, e: &ClientError) {
-        let _ = self.send(0, &e.to_packet_before_greeting()).await;
+    /// An error sent instead of the server greeting (no SQLSTATE: see `to_pre_greeting_packet`).
+    pub(crate) async fn send_pre_greeting_error(&mut self, e: &ClientError) {
+        let _ = self.send(0, &e.to_pre_greeting_packet()).await;
     }
 }
 

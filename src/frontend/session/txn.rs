@@ -8,6 +8,7 @@
 use super::{End, Session};
 use crate::frontend::error::ClientError;
 use crate::ids::Xid;
+use crate::node::latency::{Stage, StageTimer};
 use crate::node::write_path::{Outcome, SubmitError};
 use crate::protocol::command as cmd;
 use crate::protocol::response::{ok_packet, ResponseTracker, Shape, Step};
@@ -16,6 +17,36 @@ use crate::statement::{Ddl, DdlKind};
 use crate::writeset::{self, Body, Key, SessionContext, TOICommand, WriteSet, WriteSetFlags};
 use mysql_common::constants::StatusFlags;
 use rand::Rng;
+
+/// What XA PREPARE and the binlog showed a committing transaction wrote.
+enum Captured {
+    /// No binlog group: nothing changed (already rolled back).
+    Nothing,
+    /// Its event group; the XA transaction is still prepared.
+    Group(crate::capture::CapturedGroup),
+}
+
+/// Builds the write set of a row transaction and orders it through the cluster.
+async fn submit_rows(
+    fe: &crate::frontend::Frontend,
+    txn: &Txn,
+    statements: Vec<Vec<u8>>,
+    keys: Vec<Key>,
+) -> Result<Outcome, SubmitError> {
+    let mut flags = WriteSetFlags::default();
+    if txn.unknown_rows {
+        flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+    }
+    let ws = WriteSet {
+        origin: fe.write_path.node,
+        xid: Xid(txn.xid.clone()),
+        last_seen: txn.last_seen,
+        flags,
+        keys,
+        body: Body::Rows(statements),
+    };
+    fe.write_path.submit(ws).await
+}
 
 /// An XA transaction open on the session's backend connection.
 pub(super) struct Txn {
@@ -186,6 +217,7 @@ impl Session {
         let Some(txn) = self.txn.take() else {
             return Ok(Ok(()));
         };
+        let started = StageTimer::start();
         if let Internal::Err(e) = self.internal(&format!("XA END '{}'", txn.xid)).await? {
             let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
             return Ok(Err(Refusal::Backend(e)));
@@ -201,30 +233,87 @@ impl Session {
                 "brute-force aborted before XA PREPARE".into(),
             ));
         }
-        let result = self.prepare_and_capture(&txn).await;
+        let result = self.prepare_and_capture(&txn, &started).await;
+        let group = match result {
+            Err(end) => {
+                self.shared.end_commit();
+                return Err(end);
+            }
+            Ok(Err(refusal)) => {
+                self.shared.end_commit();
+                return Ok(Err(refusal));
+            }
+            Ok(Ok(Captured::Group(group))) => group,
+            Ok(Ok(Captured::Nothing)) => {
+                self.shared.end_commit();
+                // No row changed. If rows were matched but left unchanged, the transaction
+                // still read them for update: certify it, or its stale read would be a lost
+                // update.
+                if !txn.unknown_rows {
+                    return Ok(Ok(()));
+                }
+                let submitted = submit_rows(&self.fe, &txn, Vec::new(), Vec::new()).await;
+                return self.outcome(submitted, &started);
+            }
+        };
+        // The prepared XA is rolled back while the keys are derived and the write set goes
+        // through Raft: its locks are released long before this node's applier needs them
+        // (until then brute-force abort waits for a committing session, never kills it).
+        let fe = self.fe.clone();
+        let latency = fe.write_path.shared.latency.clone();
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+        let release = async {
+            let timer = StageTimer::start();
+            let rolled_back = self.internal(&rollback).await?;
+            timer.stop(&latency, Stage::Release);
+            // The rollback wrote its own binlog group, which moved @@last_gtid: the next
+            // transaction's baseline is read now, off its critical path.
+            self.last_gtid = None;
+            if !matches!(rolled_back, Internal::Err(_)) {
+                if let Ok(v) = self.internal_value("SELECT @@last_gtid").await? {
+                    self.last_gtid = Some(v.unwrap_or_default());
+                }
+            }
+            Ok::<(), End>(())
+        };
+        let replicate = async {
+            let timer = StageTimer::start();
+            let keys = match fe.write_path.keys_for(&group).await {
+                Ok(k) => k,
+                Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
+                    // Galera's TOI would have brute-force aborted it: the client retries.
+                    tracing::debug!("transaction written under a schema a TOI changed: {why}");
+                    return Err(Refusal::Client(ClientError::Deadlock));
+                }
+                Err(crate::node::write_path::KeysError::Other(e)) => {
+                    tracing::error!("certification keys for a committing transaction: {e}");
+                    return Err(Refusal::Client(ClientError::NotReady));
+                }
+            };
+            timer.stop(&latency, Stage::Keys);
+            let statements = group.statements.into_iter().map(|s| s.events).collect();
+            Ok(submit_rows(&fe, &txn, statements, keys).await)
+        };
+        let (released, submitted) = tokio::join!(release, replicate);
         self.shared.end_commit();
-        let (statements, keys) = match result? {
-            Ok(Some(captured)) => captured,
-            // No row changed. If rows were matched but left unchanged, the transaction still
-            // read them for update: certify it, or its stale read would be a lost update.
-            Ok(None) if txn.unknown_rows => (Vec::new(), Vec::new()),
-            Ok(None) => return Ok(Ok(())),
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut flags = WriteSetFlags::default();
-        if txn.unknown_rows {
-            flags.insert(WriteSetFlags::UNKNOWN_ROWS);
+        released?;
+        match submitted {
+            Ok(s) => self.outcome(s, &started),
+            Err(refusal) => Ok(Err(refusal)),
         }
-        let ws = WriteSet {
-            origin: self.fe.write_path.node,
-            xid: Xid(txn.xid.clone()),
-            last_seen: txn.last_seen,
-            flags,
-            keys,
-            body: Body::Rows(statements),
-        };
-        match self.fe.write_path.submit(ws).await {
-            Ok(Outcome::Committed { .. }) => Ok(Ok(())),
+    }
+
+    /// What the client hears about a submitted write set.
+    fn outcome(
+        &self,
+        submitted: Result<Outcome, SubmitError>,
+        started: &StageTimer,
+    ) -> Result<Result<(), Refusal>, End> {
+        match submitted {
+            Ok(Outcome::Committed { .. }) => {
+                started.stop(&self.fe.write_path.shared.latency, Stage::Commit);
+                Ok(Ok(()))
+            }
             Ok(Outcome::Aborted { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
             Ok(Outcome::ToiRefused { .. }) => Ok(Err(Refusal::Client(ClientError::Deadlock))),
             Ok(Outcome::NodeFailed(why)) => Err(End::Indeterminate(why)),
@@ -236,66 +325,52 @@ impl Session {
         }
     }
 
-    /// XA PREPARE, read the GTID, take the group from the binlog, XA ROLLBACK. None when the
-    /// transaction wrote nothing after all.
-    #[allow(clippy::type_complexity)]
+    /// XA PREPARE, read the GTID, take the group from the binlog. The group comes back with
+    /// the XA transaction still prepared (the caller rolls it back); on every other path it
+    /// has been rolled back here.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
-    ) -> Result<Result<Option<(Vec<Vec<u8>>, Vec<Key>)>, Refusal>, End> {
+        started: &StageTimer,
+    ) -> Result<Result<Captured, Refusal>, End> {
+        let latency = self.fe.write_path.shared.latency.clone();
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
         if let Internal::Err(e) = self.internal(&format!("XA PREPARE '{}'", txn.xid)).await? {
             // A failed PREPARE has rolled the transaction back already; make sure.
-            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            let _ = self.internal(&rollback).await?;
             return Ok(Err(Refusal::Backend(e)));
         }
         let gtid = match self.internal_value("SELECT @@last_gtid").await? {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
-                let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+                let _ = self.internal(&rollback).await?;
                 return Ok(Err(Refusal::Backend(e)));
             }
         };
-        let unchanged = self.last_gtid.as_deref() == Some(gtid.as_slice());
-        let captured = if unchanged {
-            None
-        } else {
-            let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
-            match parsed {
-                Some(g) => Some(self.fe.write_path.take_group(g).await),
-                None => Some(Err(crate::capture::CaptureError::Malformed(format!(
-                    "unparseable @@last_gtid {:?}",
-                    String::from_utf8_lossy(&gtid)
-                )))),
-            }
+        if self.last_gtid.as_deref() == Some(gtid.as_slice()) {
+            // Nothing was written: the rollback adds no binlog group, @@last_gtid stays.
+            let _ = self.internal(&rollback).await?;
+            self.last_gtid = Some(gtid);
+            return Ok(Ok(Captured::Nothing));
+        }
+        let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
+        let captured = match parsed {
+            Some(g) => self.fe.write_path.take_group(g).await,
+            None => Err(crate::capture::CaptureError::Malformed(format!(
+                "unparseable @@last_gtid {:?}",
+                String::from_utf8_lossy(&gtid)
+            ))),
         };
-        // The rollback writes its own binlog group, which moves @@last_gtid: read it again
-        // before the next transaction.
-        let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
-        self.last_gtid = if unchanged { Some(gtid) } else { None };
-        let Some(captured) = captured else {
-            return Ok(Ok(None));
-        };
-        let group = match captured {
-            Ok(g) => g,
+        started.stop(&latency, Stage::Capture);
+        match captured {
+            Ok(group) => Ok(Ok(Captured::Group(group))),
             Err(e) => {
+                let _ = self.internal(&rollback).await?;
+                self.last_gtid = None;
                 tracing::error!("capture of a committing transaction failed: {e}");
-                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+                Ok(Err(Refusal::Client(ClientError::NotReady)))
             }
-        };
-        let keys = match self.fe.write_path.keys_for(&group).await {
-            Ok(k) => k,
-            Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
-                // Galera's TOI would have brute-force aborted it: the client retries.
-                tracing::debug!("transaction written under a schema a TOI changed: {why}");
-                return Ok(Err(Refusal::Client(ClientError::Deadlock)));
-            }
-            Err(crate::node::write_path::KeysError::Other(e)) => {
-                tracing::error!("certification keys for a committing transaction: {e}");
-                return Ok(Err(Refusal::Client(ClientError::NotReady)));
-            }
-        };
-        let statements = group.statements.into_iter().map(|s| s.events).collect();
-        Ok(Ok(Some((statements, keys))))
+        }
     }
 
     pub(super) async fn send_refusal(&mut self, seq: u8, r: Refusal) -> Result<(), End> {

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod procs;
 
 use certus::config::{BackendMode, RawNodeConfig};
@@ -334,6 +335,77 @@ impl TestNode {
         Self::start_with(|_| {}).await
     }
 
+    /// A fresh copy of the template data dir (an empty backend, no Raft log).
+    pub fn fresh_dir() -> tempfile::TempDir {
+        Self::copy_template()
+    }
+
+    /// Stops the node and hands back its data dir and config, to start it again later with
+    /// [`TestNode::start_member`].
+    pub async fn stop_keep(self) -> (tempfile::TempDir, certus::config::NodeConfig) {
+        let mut this = self;
+        if let Some(node) = this.node.take() {
+            node.shutdown().await;
+        }
+        let placeholder = tempfile::Builder::new()
+            .prefix("certus-it")
+            .tempdir()
+            .expect("tempdir");
+        let dir = std::mem::replace(&mut this.dir, placeholder);
+        (dir, this.cfg.clone())
+    }
+
+    /// Starts a cluster member on `dir` with `cfg` (its data dir set to `dir`), on the peer
+    /// address its member list names, and waits up to `ready_within` for it to serve.
+    pub async fn start_member(
+        dir: tempfile::TempDir,
+        mut cfg: certus::config::NodeConfig,
+        ready_within: Duration,
+    ) -> TestNode {
+        cfg.data_dir = dir.path().to_owned();
+        cfg.maintenance_file = dir.path().join("clustercheck.disabled");
+        let addr = cfg.members[&cfg.node_id].clone();
+        let peers = tokio::net::TcpListener::bind(&addr)
+            .await
+            .expect("bind the member's peer address again");
+        let listeners = certus::node::Listeners {
+            client: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            peer: peers,
+            http: Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            ),
+        };
+        let node = Node::start(cfg.clone(), listeners)
+            .await
+            .expect("node starts");
+        let ready = TestNode::eventually(ready_within, || {
+            node.is_ready() || node.status().inconsistent.is_some()
+        })
+        .await;
+        let inconsistent = node.status().inconsistent;
+        let this = TestNode {
+            addr: node.client_addr(),
+            node: Some(node),
+            dir,
+            cfg,
+        };
+        assert!(
+            inconsistent.is_none(),
+            "node is Inconsistent: {inconsistent:?}"
+        );
+        assert!(ready, "node not ready within {ready_within:?}");
+        this
+    }
+
+    /// The running node.
+    pub fn running(&self) -> &Node {
+        self.node.as_ref().expect("running node")
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -387,6 +459,43 @@ impl TestNode {
         }
     }
 
+    /// Stops the node (and its backend) but keeps its data dir, to [`TestNode::resume`] later.
+    pub async fn halt(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Starts a halted node again on its data dir, its client port and its peer port: it
+    /// rejoins its cluster. Does not wait for readiness (a node without a quorum is not ready).
+    pub async fn resume(&mut self) {
+        assert!(self.node.is_none(), "resume of a running node");
+        let peer_addr = self.cfg.members[&self.cfg.node_id].clone();
+        let bind = |addr: String| async move {
+            // The old sockets may linger for a moment after the shutdown.
+            for _ in 0..50 {
+                if let Ok(l) = tokio::net::TcpListener::bind(&addr).await {
+                    return l;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("cannot bind {addr} again");
+        };
+        let listeners = certus::node::Listeners {
+            client: bind(self.addr.to_string()).await,
+            peer: bind(peer_addr).await,
+            http: Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+            ),
+        };
+        let node = Node::start(self.cfg.clone(), listeners)
+            .await
+            .expect("node restarts");
+        self.node = Some(node);
+    }
+
     /// Polls `check` every 50 ms until it holds or `timeout` passes.
     pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -412,6 +521,11 @@ impl Drop for TestNode {
             }
         }
     }
+}
+
+/// A fresh copy of the template data dir (MariaDB installed, accounts created).
+pub fn copy_template() -> tempfile::TempDir {
+    TestNode::copy_template()
 }
 
 /// An admin connection through the node listening on `port` (for spawned tasks).

@@ -1,0 +1,453 @@
+//! State transfer: Raft snapshots as SST dumps, log purge, joiner and donor states, on three
+//! nodes with real MariaDB backends.
+
+use crate::harness::{self, TestCluster, TestNode};
+use certus::node::status::LocalState;
+use mysql_async::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+macro_rules! require_mariadb {
+    () => {
+        if !harness::mariadb_available() {
+            return;
+        }
+    };
+}
+
+/// CHECKSUM TABLE of `table` on each backend, read directly (not through the nodes).
+async fn checksums(nodes: &[TestNode], table: &str) -> Vec<Option<i64>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let mut conn = match harness::try_service_conn_at(n.data_dir()).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("checksum of {table}: no connection: {e}");
+                out.push(None);
+                continue;
+            }
+        };
+        let row: Result<Option<(String, Option<i64>)>, _> =
+            conn.query_first(format!("CHECKSUM TABLE {table}")).await;
+        if let Err(e) = &row {
+            eprintln!("checksum of {table}: {e}");
+        }
+        out.push(row.ok().flatten().and_then(|r| r.1));
+        let _ = conn.disconnect().await;
+    }
+    out
+}
+
+/// Waits until every backend has the same checksum for `table`.
+async fn converged(nodes: &[TestNode], table: &str, within: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let sums = checksums(nodes, table).await;
+        if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
+            return sums[0].unwrap_or(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{table} did not converge: {sums:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn backend_count(n: &TestNode, sql: &str) -> i64 {
+    let mut conn = n.service_conn().await;
+    let v: Option<i64> = conn.query_first(sql).await.expect(sql);
+    let _ = conn.disconnect().await;
+    v.unwrap_or(-1)
+}
+
+/// Builds a snapshot on each of `nodes` and waits until each has purged its log past `past`
+/// (a node that stopped answering no longer holds the leader's purge back, after 10 s).
+async fn snapshot_and_purge(nodes: &[TestNode], past: u64) {
+    for n in nodes {
+        n.running()
+            .trigger_snapshot()
+            .await
+            .expect("trigger snapshot");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let purged: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| {
+                n.running()
+                    .replication_metrics()
+                    .and_then(|m| m.purged_index)
+            })
+            .collect();
+        if purged.iter().all(|p| p.is_some_and(|p| p > past)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "logs not purged past {past}: {purged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn last_log_index(n: &TestNode) -> u64 {
+    n.running()
+        .replication_metrics()
+        .and_then(|m| m.last_log_index)
+        .unwrap_or(0)
+}
+
+/// A joiner goes Joining -> Joined -> Synced and is never Synced before the end. (A restarting
+/// node may pass Joining -> Joined once before it learns that it needs a snapshot.)
+fn assert_joined_then_synced(history: &[&str]) {
+    assert!(
+        history.ends_with(&["Joining", "Joined", "Synced"]),
+        "joiner states: {history:?}"
+    );
+    assert_eq!(
+        history.iter().filter(|s| **s == "Synced").count(),
+        1,
+        "joiner states: {history:?}"
+    );
+}
+
+/// A client that writes and reads through `port` until told to stop; counts successes and
+/// failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+fn client_load(port: u16) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+    let task = tokio::spawn(async move {
+        let mut errors = Vec::new();
+        let mut c = harness::admin_at(port).await;
+        let mut i = 0u64;
+        while !s.load(Ordering::Relaxed) && i < 100_000 {
+            i += 1;
+            let w = c
+                .exec_drop("INSERT INTO side.t (id, n) VALUES (?, ?)", (i, i))
+                .await;
+            let r = c.query_first::<i64, _>("SELECT COUNT(*) FROM side.t").await;
+            match (w, r) {
+                (Ok(()), Ok(Some(_))) => {
+                    o.fetch_add(1, Ordering::Relaxed);
+                }
+                (w, r) => {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    errors.push(format!("{w:?} {r:?}"));
+                }
+            }
+        }
+        errors
+    });
+    Load {
+        stop,
+        ok,
+        failed,
+        task,
+    }
+}
+
+/// The index of the node that leads, as the first node sees it.
+fn leader_position(nodes: &[TestNode]) -> usize {
+    let leader = nodes[0].running().status().leader.expect("a leader");
+    nodes
+        .iter()
+        .position(|n| n.running().status().node_id == leader)
+        .expect("the leader is one of the nodes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves() {
+    require_mariadb!();
+    let mut c = TestCluster::start_with(3, |cfg| {
+        cfg.snapshot_logs = 0;
+        cfg.log_keep_margin = 1;
+    })
+    .await;
+    // Node 3 leaves; its data dir is replaced by an empty one (fresh backend, no Raft log).
+    let (old_dir, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
+    drop(old_dir);
+    let mut a = c.node(0).admin().await;
+    for stmt in [
+        "CREATE DATABASE big",
+        "CREATE TABLE big.t (id INT PRIMARY KEY, v VARCHAR(40), b VARBINARY(16), n INT, KEY(n))",
+        "CREATE VIEW big.v AS SELECT COUNT(*) AS c FROM big.t",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'",
+        "GRANT SELECT ON big.* TO 'app'@'%'",
+        "CREATE DATABASE side",
+        "CREATE TABLE side.t (id BIGINT PRIMARY KEY, n BIGINT)",
+    ] {
+        a.query_drop(stmt).await.expect(stmt);
+    }
+    for chunk in 0..10u32 {
+        let (lo, hi) = (chunk * 10_000 + 1, (chunk + 1) * 10_000);
+        a.query_drop(format!(
+            "INSERT INTO big.t SELECT seq, MD5(seq), UNHEX(MD5(seq)), seq % 7 FROM big.seq_{lo}_to_{hi}"
+        ))
+        .await
+        .expect("bulk insert");
+    }
+    let rows: Option<i64> = a.query_first("SELECT COUNT(*) FROM big.t").await.unwrap();
+    assert_eq!(rows, Some(100_000));
+    converged(&c.nodes, "big.t", Duration::from_secs(60)).await;
+    let last = last_log_index(c.node(0));
+    snapshot_and_purge(&c.nodes, 2).await;
+    assert!(last > 2);
+
+    // The leader streams its snapshot to the joiner while a client keeps using the leader.
+    let donor = leader_position(&c.nodes);
+    let load = client_load(c.node(donor).port());
+    let watch_stop = Arc::new(AtomicBool::new(false));
+    let donor_seen = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, seen) = (watch_stop.clone(), donor_seen.clone());
+        let http = c.node(donor).running().http_addr().expect("http");
+        let donor_status = c.node(donor).running().status();
+        assert_eq!(donor_status.local_state, LocalState::Synced);
+        // The node handle is not shareable across tasks; the HTTP /status surface is.
+        tokio::spawn(async move {
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let body = tokio::task::spawn_blocking(move || http_status(http))
+                    .await
+                    .unwrap_or_default();
+                if body.contains("\"Donor\"") {
+                    seen.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let joiner =
+        TestNode::start_member(TestNode::fresh_dir(), cfg3, Duration::from_secs(240)).await;
+    let took = started.elapsed();
+    watch_stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    load.stop.store(true, Ordering::Relaxed);
+    let errors = load.task.await.expect("client task");
+    assert!(errors.is_empty(), "the donor failed its client: {errors:?}");
+    assert_eq!(load.failed.load(Ordering::Relaxed), 0);
+    assert!(
+        load.ok.load(Ordering::Relaxed) > 0,
+        "the donor's client made no progress in {took:?}"
+    );
+    assert!(
+        donor_seen.load(Ordering::Relaxed),
+        "the donor never reported Donor/Desynced during the transfer ({took:?})"
+    );
+    assert_eq!(joiner.running().sst_loads(), 1);
+    assert_joined_then_synced(&joiner.running().transfer_history());
+    assert_eq!(joiner.running().status().local_state, LocalState::Synced);
+    c.nodes.push(joiner);
+
+    // Same data everywhere, accounts and views included.
+    let sum = converged(&c.nodes, "big.t", Duration::from_secs(60)).await;
+    assert_ne!(sum, 0);
+    converged(&c.nodes, "side.t", Duration::from_secs(60)).await;
+    assert_eq!(
+        backend_count(c.node(2), "SELECT COUNT(*) FROM big.t").await,
+        100_000
+    );
+    let mut app = c
+        .node(2)
+        .connect("app", "app-pw")
+        .await
+        .expect("app logs in on the joiner");
+    let v: Option<i64> = app.query_first("SELECT c FROM big.v").await.unwrap();
+    assert_eq!(v, Some(100_000));
+    assert!(
+        app.query_drop("DELETE FROM big.t").await.is_err(),
+        "grants were not transferred"
+    );
+    // The joiner takes writes and they reach everyone.
+    let mut j = c.node(2).admin().await;
+    j.query_drop("UPDATE big.t SET n = -1 WHERE id = 77")
+        .await
+        .unwrap();
+    converged(&c.nodes, "big.t", Duration::from_secs(30)).await;
+    assert_eq!(
+        backend_count(c.node(0), "SELECT n FROM big.t WHERE id = 77").await,
+        -1
+    );
+    c.stop().await;
+}
+
+/// GET /status on the node's HTTP server: the body.
+fn http_status(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
+    require_mariadb!();
+    let mut c = TestCluster::start_with(3, |cfg| {
+        cfg.snapshot_logs = 0;
+        cfg.log_keep_margin = 1;
+    })
+    .await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE behind").await.unwrap();
+    a.query_drop("CREATE TABLE behind.t (id INT PRIMARY KEY, n INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO behind.t SELECT seq, seq FROM behind.seq_1_to_500")
+        .await
+        .unwrap();
+    converged(&c.nodes, "behind.t", Duration::from_secs(30)).await;
+    // Node 3 stops with its log and backend; the others move on and purge past its log's end.
+    let stopped_at = last_log_index(c.node(2));
+    let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
+    for i in 0..20 {
+        a.query_drop(format!(
+            "UPDATE behind.t SET n = n + 1 WHERE id = {}",
+            i + 1
+        ))
+        .await
+        .unwrap();
+    }
+    a.query_drop("CREATE TABLE behind.later (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO behind.later VALUES (1), (2)")
+        .await
+        .unwrap();
+    snapshot_and_purge(&c.nodes, stopped_at + 1).await;
+
+    let node3 = TestNode::start_member(dir3, cfg3, Duration::from_secs(120)).await;
+    assert_eq!(node3.running().sst_loads(), 1);
+    assert_joined_then_synced(&node3.running().transfer_history());
+    c.nodes.push(node3);
+    converged(&c.nodes, "behind.t", Duration::from_secs(60)).await;
+    converged(&c.nodes, "behind.later", Duration::from_secs(60)).await;
+    assert_eq!(
+        backend_count(c.node(2), "SELECT SUM(n) FROM behind.t").await,
+        500 * 501 / 2 + 20
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_purge_waits_for_a_lagging_live_node() {
+    require_mariadb!();
+    let mut c = TestCluster::start_with(3, |cfg| {
+        cfg.snapshot_logs = 10;
+        cfg.log_keep_margin = 3;
+    })
+    .await;
+    let mut a = c.node(0).admin().await;
+    a.query_drop("CREATE DATABASE lag").await.unwrap();
+    a.query_drop("CREATE TABLE lag.t (id INT PRIMARY KEY, n INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO lag.t VALUES (1, 0), (2, 0)")
+        .await
+        .unwrap();
+    converged(&c.nodes, "lag.t", Duration::from_secs(30)).await;
+    // Node 3's applier is blocked by a lock taken directly on its backend (not a session the
+    // node could brute-force abort): its backend lags while its Raft log keeps up.
+    let mut blocker = c.node(2).service_conn().await;
+    blocker.query_drop("BEGIN").await.unwrap();
+    blocker
+        .query_drop("SELECT * FROM lag.t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let blocked_from = last_log_index(c.node(2));
+    for _ in 0..40 {
+        a.query_drop("UPDATE lag.t SET n = n + 1 WHERE id = 1")
+            .await
+            .unwrap();
+    }
+    // Every node snapshots past the point where node 3's backend stopped, but no node purges
+    // what node 3's backend still needs while node 3 is live (DESIGN §12).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let snapshot = c
+            .node(0)
+            .running()
+            .replication_metrics()
+            .and_then(|m| m.snapshot_index);
+        if snapshot.is_some_and(|s| s > blocked_from + 5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never snapshotted past {blocked_from}: {snapshot:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Several purge rounds (one a second) pass.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        let m = c.node(i).running().replication_metrics().expect("metrics");
+        assert!(
+            m.purged_index.is_none_or(|p| p <= blocked_from),
+            "node {} purged to {:?}, node 3's backend stopped at {blocked_from}",
+            i + 1,
+            m.purged_index
+        );
+    }
+    let m3 = c.node(2).running().replication_metrics().expect("metrics");
+    assert!(m3.last_log_index.unwrap_or(0) > blocked_from + 30);
+    // A lagging node that restarts replays the log (IST): no state transfer.
+    let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
+    drop(blocker);
+    let node3 = TestNode::start_member(dir3, cfg3, Duration::from_secs(120)).await;
+    c.nodes.push(node3);
+    converged(&c.nodes, "lag.t", Duration::from_secs(60)).await;
+    assert_eq!(
+        c.node(2).running().sst_loads(),
+        0,
+        "the lagging node needed an SST"
+    );
+    assert_eq!(
+        backend_count(c.node(2), "SELECT n FROM lag.t WHERE id = 1").await,
+        40
+    );
+    // Once every live backend has caught up, the log is purged past where node 3 had stopped.
+    for _ in 0..20 {
+        a.query_drop("UPDATE lag.t SET n = n + 1 WHERE id = 2")
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let purged = c
+            .node(0)
+            .running()
+            .replication_metrics()
+            .and_then(|m| m.purged_index);
+        if purged.is_some_and(|p| p > blocked_from + 5) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 never purged past {blocked_from} after node 3 caught up: {purged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.stop().await;
+}
