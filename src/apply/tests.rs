@@ -64,6 +64,12 @@ async fn run_all(conn: &mut Conn, stmts: &[&str]) {
     }
 }
 
+/// The same setup on two servers.
+async fn run_on_both(a: &mut Conn, b: &mut Conn, stmts: &[&str]) {
+    run_all(a, stmts).await;
+    run_all(b, stmts).await;
+}
+
 async fn checksum(conn: &mut Conn, table: &str) -> Option<u64> {
     let row: Option<(String, Option<u64>)> = conn
         .query_first(format!("CHECKSUM TABLE {table}"))
@@ -372,18 +378,17 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     let capture_a = Capture::start(reader_config(&a)).await.unwrap();
     let capture_b = Capture::start(reader_config(&b)).await.unwrap();
     let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    for conn in [&mut ca, &mut cb] {
-        run_all(
-            conn,
-            &[
-                "CREATE DATABASE s",
-                "USE s",
-                "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
-                "INSERT INTO t VALUES (1, 1), (2, 2)",
-            ],
-        )
-        .await;
-    }
+    run_on_both(
+        &mut ca,
+        &mut cb,
+        &[
+            "CREATE DATABASE s",
+            "USE s",
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO t VALUES (1, 1), (2, 2)",
+        ],
+    )
+    .await;
 
     // A read-only and a no-op XA write nothing: no group, @@last_gtid unchanged.
     let before = last_gtid(&mut ca).await;
@@ -579,17 +584,16 @@ async fn checksum_handling_fd_must_declare_no_checksum() {
     let Some(b) = Server::start(22) else { return };
     let capture = Capture::start(reader_config(&a)).await.unwrap();
     let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    for conn in [&mut ca, &mut cb] {
-        run_all(
-            conn,
-            &[
-                "CREATE DATABASE s",
-                "USE s",
-                "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
-            ],
-        )
-        .await;
-    }
+    run_on_both(
+        &mut ca,
+        &mut cb,
+        &[
+            "CREATE DATABASE s",
+            "USE s",
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
+        ],
+    )
+    .await;
     let group = capture_xa(&mut ca, &capture, &["INSERT INTO t VALUES (1, 'abcdef')"])
         .await
         .unwrap();

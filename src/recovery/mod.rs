@@ -138,6 +138,21 @@ pub(crate) fn other_members(config: &NodeConfig, log: &LogSummary) -> BTreeMap<N
     out
 }
 
+/// Asks every other member (from the config and the log's membership) who it is.
+pub(crate) async fn ask_other_members(
+    config: &NodeConfig,
+    log: &LogSummary,
+) -> BTreeMap<u64, Result<replication::PeerIdentity, String>> {
+    replication::ask_peers(
+        NodeId(config.node_id),
+        &config.cluster_secret,
+        config.peer_source_ip,
+        &other_members(config, log),
+        PEER_QUERY_TIMEOUT,
+    )
+    .await
+}
+
 /// What a node checked before it changed anything at start.
 pub(crate) struct Preflight {
     pub(crate) witnesses: Witnesses,
@@ -162,14 +177,7 @@ pub(crate) async fn preflight(config: &NodeConfig) -> Result<Preflight, Recovery
         grastate: grastate.map(|g| g.uuid),
         ..Default::default()
     };
-    let answers = replication::ask_peers(
-        NodeId(config.node_id),
-        &config.cluster_secret,
-        config.peer_source_ip,
-        &other_members(config, &log),
-        PEER_QUERY_TIMEOUT,
-    )
-    .await;
+    let answers = ask_other_members(config, &log).await;
     for (id, answer) in answers {
         match answer {
             Ok(who) => match Uuid::try_parse(&who.cluster_uuid) {

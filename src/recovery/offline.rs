@@ -5,12 +5,12 @@
 
 use super::grastate::Grastate;
 use super::{
-    backend_state, identity, other_members, raft_dir, read_grastate, write_grastate, RecoveryError,
-    PEER_QUERY_TIMEOUT,
+    ask_other_members, backend_state, identity, raft_dir, read_grastate, write_grastate,
+    RecoveryError,
 };
 use crate::backend::{self, Backend};
 use crate::config::{BackendConfig, NodeConfig};
-use crate::ids::{NodeId, Seqno};
+use crate::ids::Seqno;
 use crate::replication::{self, LogSummary, PeerIdentity};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -254,14 +254,7 @@ pub async fn bootstrap(
     let grastate = read_grastate(&config.data_dir)?;
     let uuid = own_uuid(config, grastate.as_ref(), None)?;
     let me = position_of(&log, grastate.as_ref(), config.node_id);
-    let answers = replication::ask_peers(
-        NodeId(config.node_id),
-        &config.cluster_secret,
-        config.peer_source_ip,
-        &other_members(config, &log),
-        PEER_QUERY_TIMEOUT,
-    )
-    .await;
+    let answers = ask_other_members(config, &log).await;
     let facts = Facts {
         me,
         my_seqno_known: grastate.is_some_and(|g| g.seqno.is_some()),

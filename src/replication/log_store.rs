@@ -584,6 +584,14 @@ mod tests {
         store.wal.write_durable(bytes).await.unwrap();
     }
 
+    /// Writes `entries` into the log in `dir` and closes it (releasing its lock).
+    async fn write_and_close(dir: &Path, entries: Vec<Entry>) {
+        let (mut s, _, closed) = LogStore::open(dir, 1, AppendWatch::default()).unwrap();
+        append_durable(&mut s, entries).await;
+        drop(s);
+        closed.wait().await;
+    }
+
     async fn indexes(store: &mut LogStore) -> Vec<u64> {
         store
             .try_get_log_entries(..)
@@ -626,12 +634,11 @@ mod tests {
     #[tokio::test]
     async fn torn_last_record_is_recovered_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let closed = {
-            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
-            append_durable(&mut s, (1..=4).map(|i| entry(1, i, b"payload")).collect()).await;
-            closed
-        };
-        closed.wait().await;
+        write_and_close(
+            dir.path(),
+            (1..=4).map(|i| entry(1, i, b"payload")).collect(),
+        )
+        .await;
         let path = dir.path().join(wal::WAL_FILE);
         let len = std::fs::metadata(&path).unwrap().len();
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -652,12 +659,11 @@ mod tests {
     #[tokio::test]
     async fn corrupt_middle_record_is_refused_with_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
-        let closed = {
-            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
-            append_durable(&mut s, (1..=4).map(|i| entry(1, i, b"payload")).collect()).await;
-            closed
-        };
-        closed.wait().await;
+        write_and_close(
+            dir.path(),
+            (1..=4).map(|i| entry(1, i, b"payload")).collect(),
+        )
+        .await;
         let path = dir.path().join(wal::WAL_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 0x55; // inside the first record's payload

@@ -598,8 +598,12 @@ impl Replication {
     }
 
     /// A cheap probe of "is this node in the Primary component", usable from another task.
+    /// Whether this node is in the Primary component (`peer_info::LocalIdentity::in_primary`):
+    /// the one rule for status surfaces, clients and peers alike.
     pub fn primary_probe(&self) -> impl Fn() -> bool + Send + Sync + 'static {
-        primary_probe(&self.raft, &self.cfg)
+        let identity = self.identity.clone();
+        let raft = self.raft.clone();
+        move || identity.in_primary(&raft)
     }
 
     /// The membership as this node sees it.
@@ -609,13 +613,7 @@ impl Replication {
 
     pub fn metrics(&self) -> ReplicationMetrics {
         let m = self.raft.metrics().borrow().clone();
-        let election = self.cfg.election_timeout_max.as_millis() as u64;
-        let is_primary = is_primary(
-            m.state,
-            m.millis_since_quorum_ack,
-            m.current_leader.is_some(),
-            election,
-        );
+        let is_primary = self.identity.in_primary(&self.raft);
         let applied = m.last_applied.map(|l| l.index);
         ReplicationMetrics {
             node_id: self.node_id,

@@ -92,14 +92,7 @@ impl LocalIdentity {
             .borrow()
             .last_log
             .map(|l| (l.leader_id.term, l.index));
-        let leader = raft.metrics().borrow().state == openraft::ServerState::Leader;
-        let heard_recently = self
-            .last_append_entries
-            .lock()
-            .ok()
-            .and_then(|t| *t)
-            .is_some_and(|t| t.elapsed() < self.heartbeat_window);
-        let primary = (self.primary)() && (leader || heard_recently);
+        let primary = self.in_primary(raft);
         PeerIdentity {
             node_id: self.node_id,
             cluster_uuid: self.cluster_uuid.clone(),
@@ -108,6 +101,20 @@ impl LocalIdentity {
             primary,
             leaving: self.leaving.load(Ordering::SeqCst),
         }
+    }
+
+    /// Whether this node is in the Primary component: Raft says so and, for a follower, its
+    /// leader's AppendEntries keep arriving (a follower restarted alone still names the leader
+    /// of its saved vote until an election timeout passes).
+    pub(crate) fn in_primary(&self, raft: &RaftNode) -> bool {
+        let leader = raft.metrics().borrow().state == openraft::ServerState::Leader;
+        let heard_recently = self
+            .last_append_entries
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .is_some_and(|t| t.elapsed() < self.heartbeat_window);
+        (self.primary)() && (leader || heard_recently)
     }
 
     /// The server calls this for every AppendEntries it receives.
