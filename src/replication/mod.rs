@@ -572,10 +572,13 @@ impl Replication {
 
     /// A cheap probe of this node's place in the membership, usable from another task.
     pub fn membership_probe(&self) -> impl Fn() -> MembershipProbe + Send + Sync + 'static {
-        let metrics = self.raft.metrics();
-        let election = self.cfg.election_timeout_max.as_millis() as u64;
+        let identity = self.identity.clone();
+        let raft = self.raft.clone();
         let id = self.node_id.0;
         move || {
+            // The one Primary rule (`peer_info::LocalIdentity::in_primary`).
+            let primary = identity.in_primary(&raft);
+            let metrics = raft.metrics();
             let m = metrics.borrow();
             let membership = m.membership_config.membership();
             let known = membership.nodes().next().is_some();
@@ -583,12 +586,7 @@ impl Replication {
             let listed = membership.get_node(&id).is_some();
             let applied = m.last_applied.map_or(0, |l| l.index);
             MembershipProbe {
-                primary: is_primary(
-                    m.state,
-                    m.millis_since_quorum_ack,
-                    m.current_leader.is_some(),
-                    election,
-                ),
+                primary,
                 voter,
                 learner: listed && !voter,
                 removed: known && !listed,
