@@ -506,8 +506,12 @@ async fn grow_from_three_to_five_and_shrink_back_under_write_load() {
     }
     let gap = acks.longest_gap();
     eprintln!("longest time without an acknowledged write: {gap:?}");
+    // Generous: a writer whose commit outcome is unknown (its node stepped down or was
+    // removed) waits up to the propose timeout plus a grace period (15 s) before it moves on,
+    // and on a loaded machine both writers can be in that window at once. A cluster without
+    // quorum would stall them until the end of the test.
     assert!(
-        gap < Duration::from_secs(15),
+        gap < Duration::from_secs(30),
         "the cluster stopped committing for {gap:?}"
     );
 
