@@ -256,51 +256,41 @@ impl Session {
                 return self.outcome(submitted, &started);
             }
         };
-        // The prepared XA is rolled back while the keys are derived and the write set goes
-        // through Raft: its locks are released long before this node's applier needs them
-        // (until then brute-force abort waits for a committing session, never kills it).
-        let fe = self.fe.clone();
-        let latency = fe.write_path.shared.latency.clone();
-        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
-        let release = async {
-            let timer = StageTimer::start();
-            let rolled_back = self.internal(&rollback).await?;
-            timer.stop(&latency, Stage::Release);
-            // The rollback wrote its own binlog group, which moved @@last_gtid: the next
-            // transaction's baseline is read now, off its critical path.
-            self.last_gtid = None;
-            if !matches!(rolled_back, Internal::Err(_)) {
-                if let Ok(v) = self.internal_value("SELECT @@last_gtid").await? {
-                    self.last_gtid = Some(v.unwrap_or_default());
-                }
-            }
-            Ok::<(), End>(())
-        };
-        let replicate = async {
-            let timer = StageTimer::start();
-            let keys = match fe.write_path.keys_for(&group).await {
-                Ok(k) => k,
-                Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
-                    // Galera's TOI would have brute-force aborted it: the client retries.
-                    tracing::debug!("transaction written under a schema a TOI changed: {why}");
-                    return Err(Refusal::Client(ClientError::Deadlock));
-                }
-                Err(crate::node::write_path::KeysError::Other(e)) => {
-                    tracing::error!("certification keys for a committing transaction: {e}");
-                    return Err(Refusal::Client(ClientError::NotReady));
-                }
-            };
-            timer.stop(&latency, Stage::Keys);
-            let statements = group.statements.into_iter().map(|s| s.events).collect();
-            Ok(submit_rows(&fe, &txn, statements, keys).await)
-        };
-        let (released, submitted) = tokio::join!(release, replicate);
+        // The prepared XA is rolled back and the session leaves its commit step before the
+        // write set goes through Raft. Overlapping the rollback with the proposal (and staying
+        // in the commit step until the outcome) lost acknowledged read-modify-write increments
+        // under contention (tests/py/oslo_counter.py, about one run in two); keep this order.
+        let latency = self.fe.write_path.shared.latency.clone();
+        let timer = StageTimer::start();
+        let rolled_back = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await;
         self.shared.end_commit();
-        released?;
-        match submitted {
-            Ok(s) => self.outcome(s, &started),
-            Err(refusal) => Ok(Err(refusal)),
+        let rolled_back = rolled_back?;
+        timer.stop(&latency, Stage::Release);
+        // The rollback wrote its own binlog group, which moved @@last_gtid: the next
+        // transaction's baseline is read now.
+        self.last_gtid = None;
+        if !matches!(rolled_back, Internal::Err(_)) {
+            if let Ok(v) = self.internal_value("SELECT @@last_gtid").await? {
+                self.last_gtid = Some(v.unwrap_or_default());
+            }
         }
+        let timer = StageTimer::start();
+        let keys = match self.fe.write_path.keys_for(&group).await {
+            Ok(k) => k,
+            Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
+                // Galera's TOI would have brute-force aborted it: the client retries.
+                tracing::debug!("transaction written under a schema a TOI changed: {why}");
+                return Ok(Err(Refusal::Client(ClientError::Deadlock)));
+            }
+            Err(crate::node::write_path::KeysError::Other(e)) => {
+                tracing::error!("certification keys for a committing transaction: {e}");
+                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+            }
+        };
+        timer.stop(&latency, Stage::Keys);
+        let statements = group.statements.into_iter().map(|s| s.events).collect();
+        let submitted = submit_rows(&self.fe, &txn, statements, keys).await;
+        self.outcome(submitted, &started)
     }
 
     /// What the client hears about a submitted write set.
