@@ -1,24 +1,9 @@
 //! The client edge against real MariaDB: the clients we serve cannot tell a node from MariaDB.
 
-use crate::harness::{self, TestNode, ADMIN_PASSWORD, ADMIN_USER};
+use crate::harness::{self, require_mariadb, stderr, stdout, TestNode, ADMIN_PASSWORD, ADMIN_USER};
 use mysql_async::prelude::*;
 use std::io::{Read, Write};
 use std::time::Duration;
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cli_runs_queries_use_show_and_prepare() {
