@@ -163,8 +163,7 @@ async fn mysql_async_binary_protocol_round_trips_typed_values() {
 async fn logins_are_checked_like_mariadb_checks_them() {
     require_mariadb!();
     let n = TestNode::start().await;
-    let mut admin = n.admin().await;
-    for stmt in [
+    n.admin_with(&[
         "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'",
         "CREATE USER 'far'@'10.9.%' IDENTIFIED BY 'farpw'",
         "CREATE USER 'nopriv'@'%' IDENTIFIED BY 'np'",
@@ -172,9 +171,8 @@ async fn logins_are_checked_like_mariadb_checks_them() {
         "CREATE DATABASE secret",
         "CREATE TABLE secret.t (id INT PRIMARY KEY)",
         "CREATE USER 'sock'@'%' IDENTIFIED VIA unix_socket",
-    ] {
-        admin.query_drop(stmt).await.unwrap();
-    }
+    ])
+    .await;
     // A good password works; the session runs as that account.
     let mut app = n.connect("app", "apppw").await.unwrap();
     let who: Option<String> = app.query_first("SELECT CURRENT_USER()").await.unwrap();

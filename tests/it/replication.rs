@@ -415,15 +415,14 @@ async fn auto_increment_ids_never_collide_across_nodes() {
 async fn replicated_ddl_needs_the_clients_own_privileges() {
     require_mariadb!();
     let n = harness::TestNode::start().await;
-    let mut admin = n.admin().await;
-    for stmt in [
-        "CREATE DATABASE owned",
-        "CREATE DATABASE other",
-        "CREATE USER 'dev'@'%' IDENTIFIED BY 'devpw'",
-        "GRANT CREATE, DROP, SELECT, INSERT ON owned.* TO 'dev'@'%'",
-    ] {
-        admin.query_drop(stmt).await.unwrap();
-    }
+    let mut admin = n
+        .admin_with(&[
+            "CREATE DATABASE owned",
+            "CREATE DATABASE other",
+            "CREATE USER 'dev'@'%' IDENTIFIED BY 'devpw'",
+            "GRANT CREATE, DROP, SELECT, INSERT ON owned.* TO 'dev'@'%'",
+        ])
+        .await;
     let mut dev = n.connect("dev", "devpw").await.unwrap();
     let code = |e: mysql_async::Error| match e {
         mysql_async::Error::Server(s) => (s.code, s.message),
