@@ -5,6 +5,7 @@ use crate::harness::{
     self, backend_count, converged, require_mariadb, run_all, TestCluster, TestNode,
 };
 use certus::node::status::LocalState;
+use certus::replication::ReplicationMetrics;
 use mysql_async::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,24 @@ async fn snapshot_and_purge(nodes: &[TestNode], past: u64) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits (60 s at most) until `index` of the node's replication metrics is past `past`.
+async fn wait_index_past(
+    n: &TestNode,
+    what: &str,
+    past: u64,
+    index: impl Fn(&ReplicationMetrics) -> Option<u64>,
+) {
+    let now = || n.running().replication_metrics().as_ref().and_then(&index);
+    let done =
+        TestNode::eventually(Duration::from_secs(60), || now().is_some_and(|i| i > past)).await;
+    assert!(
+        done,
+        "node {} never {what} past {past}: {:?}",
+        n.config().node_id,
+        now()
+    );
 }
 
 fn last_log_index(n: &TestNode) -> u64 {
@@ -317,21 +336,10 @@ async fn log_purge_waits_for_a_lagging_live_node() {
     }
     // Every node snapshots past the point where node 3's backend stopped, but no node purges
     // what node 3's backend still needs while node 3 is live (DESIGN §12).
-    let snapshot = || {
-        c.node(0)
-            .running()
-            .replication_metrics()
-            .and_then(|m| m.snapshot_index)
-    };
-    let snapshotted = TestNode::eventually(Duration::from_secs(60), || {
-        snapshot().is_some_and(|s| s > blocked_from + 5)
+    wait_index_past(c.node(0), "snapshotted", blocked_from + 5, |m| {
+        m.snapshot_index
     })
     .await;
-    assert!(
-        snapshotted,
-        "node 1 never snapshotted past {blocked_from}: {:?}",
-        snapshot()
-    );
     // Several purge rounds (one a second) pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..3 {
@@ -366,20 +374,6 @@ async fn log_purge_waits_for_a_lagging_live_node() {
             .await
             .unwrap();
     }
-    let purged = || {
-        c.node(0)
-            .running()
-            .replication_metrics()
-            .and_then(|m| m.purged_index)
-    };
-    let past = TestNode::eventually(Duration::from_secs(60), || {
-        purged().is_some_and(|p| p > blocked_from + 5)
-    })
-    .await;
-    assert!(
-        past,
-        "node 1 never purged past {blocked_from} after node 3 caught up: {:?}",
-        purged()
-    );
+    wait_index_past(c.node(0), "purged", blocked_from + 5, |m| m.purged_index).await;
     c.stop().await;
 }
