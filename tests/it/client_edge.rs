@@ -1,24 +1,9 @@
 //! The client edge against real MariaDB: the clients we serve cannot tell a node from MariaDB.
 
-use crate::harness::{self, TestNode, ADMIN_PASSWORD, ADMIN_USER};
+use crate::harness::{self, require_mariadb, stderr, stdout, TestNode, ADMIN_PASSWORD, ADMIN_USER};
 use mysql_async::prelude::*;
 use std::io::{Read, Write};
 use std::time::Duration;
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_cli_runs_queries_use_show_and_prepare() {
@@ -178,8 +163,7 @@ async fn mysql_async_binary_protocol_round_trips_typed_values() {
 async fn logins_are_checked_like_mariadb_checks_them() {
     require_mariadb!();
     let n = TestNode::start().await;
-    let mut admin = n.admin().await;
-    for stmt in [
+    n.admin_with(&[
         "CREATE USER 'app'@'%' IDENTIFIED BY 'apppw'",
         "CREATE USER 'far'@'10.9.%' IDENTIFIED BY 'farpw'",
         "CREATE USER 'nopriv'@'%' IDENTIFIED BY 'np'",
@@ -187,9 +171,8 @@ async fn logins_are_checked_like_mariadb_checks_them() {
         "CREATE DATABASE secret",
         "CREATE TABLE secret.t (id INT PRIMARY KEY)",
         "CREATE USER 'sock'@'%' IDENTIFIED VIA unix_socket",
-    ] {
-        admin.query_drop(stmt).await.unwrap();
-    }
+    ])
+    .await;
     // A good password works; the session runs as that account.
     let mut app = n.connect("app", "apppw").await.unwrap();
     let who: Option<String> = app.query_first("SELECT CURRENT_USER()").await.unwrap();

@@ -2,22 +2,14 @@
 //! and a node behind HAProxy's clustercheck. Nodes run as separate processes
 //! (`harness::process`), so a kill is a real crash.
 
-use crate::harness::process::{connect_at, ProcCluster, ProcNode};
-use crate::harness::{self};
+use crate::harness::process::{connect_at, run_ready, ProcCluster, ProcNode};
+use crate::harness::require_mariadb;
 use mysql_async::prelude::*;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
 
 /// What one writer learned: ids acknowledged with OK, ids whose outcome it never heard.
 #[derive(Default)]
@@ -74,24 +66,6 @@ async fn ids_on(n: &ProcNode) -> Option<BTreeSet<i64>> {
     let ids: Vec<i64> = b.query("SELECT id FROM fo.t").await.ok()?;
     let _ = b.disconnect().await;
     Some(ids.into_iter().collect())
-}
-
-/// Runs `sql` through `addr`, retrying while the cluster is not ready (bounded).
-async fn run_ready(addr: SocketAddr, sql: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = match connect_at(addr).await {
-            Ok(mut c) => c.query_drop(sql).await,
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{sql}: {e:?}");
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

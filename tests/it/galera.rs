@@ -2,66 +2,18 @@
 //! exchange, flow control, TOI result comparison, failing and concurrent DDL, strict mode,
 //! multi-statement batches, and the Python migrations/oslo.db programs.
 
-use crate::harness::{self, TestCluster, TestNode};
+use crate::harness::{
+    self, backend_count, require_mariadb, run_all, server_code, wait_backend_count, TestCluster,
+    TestNode,
+};
 use mysql_async::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-fn node(n: &TestNode) -> &certus::node::Node {
-    n.node.as_ref().expect("running node")
-}
-
-fn server_code(e: &mysql_async::Error) -> Option<u16> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s.code),
-        _ => None,
-    }
-}
-
-/// Every backend's CHECKSUM of `table`, read directly; waits until they agree.
-async fn converged(c: &TestCluster, table: &str) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut sums = Vec::new();
-        for n in &c.nodes {
-            let mut conn = n.service_conn().await;
-            let row: Option<(String, Option<i64>)> = conn
-                .query_first(format!("CHECKSUM TABLE {table}"))
-                .await
-                .unwrap_or(None);
-            sums.push(row.and_then(|r| r.1));
-            let _ = conn.disconnect().await;
-        }
-        if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
-            return sums[0].unwrap_or_default();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table} did not converge: {sums:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn backend_count(n: &TestNode, sql: &str) -> i64 {
-    let mut conn = n.service_conn().await;
-    let v: Option<i64> = conn.query_first(sql).await.expect(sql);
-    let _ = conn.disconnect().await;
-    v.unwrap_or(-1)
-}
-
 fn assert_all_consistent(c: &TestCluster) {
     for (i, n) in c.nodes.iter().enumerate() {
-        let s = node(n).status();
+        let s = n.running().status();
         assert!(
             s.inconsistent.is_none(),
             "node {} became Inconsistent: {:?}",
@@ -71,48 +23,31 @@ fn assert_all_consistent(c: &TestCluster) {
     }
 }
 
-fn mariadbd_pid(n: &TestNode) -> String {
-    std::fs::read_to_string(n.data_dir().join("mariadb/mysqld.pid"))
-        .expect("pid file")
-        .trim()
-        .to_owned()
-}
-
-fn signal(pid: &str, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid)
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_exchange_reports_every_node_and_the_lowest_applied() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE p").await.unwrap();
-    a.query_drop("CREATE TABLE p.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&["CREATE DATABASE p", "CREATE TABLE p.t (id INT PRIMARY KEY)"])
+        .await;
     for i in 0..5 {
         a.query_drop(format!("INSERT INTO p.t VALUES ({i})"))
             .await
             .unwrap();
     }
-    let applied = node(c.node(0)).status().last_committed;
+    let applied = c.node(0).running().status().last_committed;
     assert!(applied >= 7, "two TOIs and five inserts: {applied}");
     // Every node learns every member's applied seqno within a few report intervals.
     for n in &c.nodes {
         let ok = TestNode::eventually(Duration::from_secs(10), || {
-            let p = node(n).peer_progress();
+            let p = n.running().peer_progress();
             p.len() == 3 && p.iter().all(|x| x.live && x.applied.0 >= applied)
         })
         .await;
-        assert!(ok, "progress on a node: {:?}", node(n).peer_progress());
-        assert!(node(n)
+        assert!(ok, "progress on a node: {:?}", n.running().peer_progress());
+        assert!(n
+            .running()
             .lowest_live_applied()
             .is_some_and(|s| s.0 >= applied));
     }
@@ -125,13 +60,13 @@ async fn progress_exchange_reports_every_node_and_the_lowest_applied() {
     );
     n3.stop().await;
     let gone = TestNode::eventually(Duration::from_secs(10), || {
-        node(&n1)
+        n1.running()
             .peer_progress()
             .iter()
             .any(|x| x.node.0 == 3 && !x.live && x.age > Duration::from_secs(1))
     })
     .await;
-    assert!(gone, "{:?}", node(&n1).peer_progress());
+    assert!(gone, "{:?}", n1.running().peer_progress());
     n1.stop().await;
     n2.stop().await;
 }
@@ -144,14 +79,15 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
         cfg.fc_factor = 0.5;
     })
     .await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE fc").await.unwrap();
-    a.query_drop("CREATE TABLE fc.t (id INT AUTO_INCREMENT PRIMARY KEY, w INT, i INT)")
-        .await
-        .unwrap();
-    converged(&c, "fc.t").await;
-    let pid = mariadbd_pid(c.node(2));
-    signal(&pid, "STOP");
+    c.setup(
+        &[
+            "CREATE DATABASE fc",
+            "CREATE TABLE fc.t (id INT AUTO_INCREMENT PRIMARY KEY, w INT, i INT)",
+        ],
+        "fc.t",
+    )
+    .await;
+    c.node(2).signal_backend("STOP");
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -173,15 +109,15 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
     }
     // Node 3's queue passes fc_limit: it asks, and node 1's writers pause.
     let engaged = TestNode::eventually(Duration::from_secs(20), || {
-        node(c.node(0)).status().flow_control_active
+        c.node(0).running().status().flow_control_active
     })
     .await;
     let during = acked.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_pause = acked.load(Ordering::Relaxed);
-    let s1 = node(c.node(0)).status();
-    let s3 = node(c.node(2)).status();
-    signal(&pid, "CONT");
+    let s1 = c.node(0).running().status();
+    let s3 = c.node(2).running().status();
+    c.node(2).signal_backend("CONT");
     assert!(engaged, "flow control never engaged: {s1:?}");
     assert!(
         after_pause - during <= 6,
@@ -195,7 +131,7 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
     let released = TestNode::eventually(Duration::from_secs(30), || {
         c.nodes
             .iter()
-            .all(|n| !node(n).status().flow_control_active)
+            .all(|n| !n.running().status().flow_control_active)
     })
     .await;
     assert!(released, "flow control not released");
@@ -206,7 +142,7 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
             .expect("writers finish")
             .expect("writer task");
     }
-    converged(&c, "fc.t").await;
+    c.converged("fc.t").await;
     let acked = acked.load(Ordering::Relaxed) as i64;
     for n in &c.nodes {
         assert_eq!(backend_count(n, "SELECT COUNT(*) FROM fc.t").await, acked);
@@ -230,11 +166,10 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
 async fn failing_ddl_returns_mariadbs_error_and_no_node_becomes_inconsistent() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE f").await.unwrap();
-    a.query_drop("CREATE TABLE f.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&["CREATE DATABASE f", "CREATE TABLE f.t (id INT PRIMARY KEY)"])
+        .await;
     let e = a
         .query_drop("CREATE TABLE f.t (id INT PRIMARY KEY)")
         .await
@@ -263,7 +198,7 @@ async fn failing_ddl_returns_mariadbs_error_and_no_node_becomes_inconsistent() {
             .await
             .unwrap();
     }
-    converged(&c, "f.t").await;
+    c.converged("f.t").await;
     assert_eq!(
         backend_count(c.node(2), "SELECT COUNT(*) FROM f.t").await,
         3
@@ -294,19 +229,19 @@ async fn a_node_whose_toi_result_differs_from_the_majority_becomes_inconsistent(
         .await
         .unwrap();
     let flagged = TestNode::eventually(Duration::from_secs(15), || {
-        node(c.node(2)).status().inconsistent.is_some()
+        c.node(2).running().status().inconsistent.is_some()
     })
     .await;
-    let s3 = node(c.node(2)).status();
+    let s3 = c.node(2).running().status();
     assert!(flagged, "node 3 not flagged: {s3:?}");
     let reason = s3.inconsistent.unwrap_or_default();
     assert!(
         reason.contains("TOI") && reason.contains("1050"),
         "{reason}"
     );
-    assert!(!node(c.node(2)).is_ready());
+    assert!(!c.node(2).running().is_ready());
     for n in &c.nodes[..2] {
-        assert!(node(n).status().inconsistent.is_none());
+        assert!(n.running().status().inconsistent.is_none());
     }
     // The node refuses clients with 1047.
     let e = match c
@@ -321,26 +256,13 @@ async fn a_node_whose_toi_result_differs_from_the_majority_becomes_inconsistent(
     c.stop().await;
 }
 
+/// Waits until every backend has database `db`.
 async fn converged_db(c: &TestCluster, db: &str) {
+    let sql =
+        format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'");
     for n in &c.nodes {
-        let ok = async {
-            for _ in 0..100 {
-                let found = backend_count(
-                    n,
-                    &format!(
-                        "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{db}'"
-                    ),
-                )
-                .await;
-                if found == 1 {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        }
-        .await;
-        assert!(ok, "database {db} missing on a node");
+        let found = wait_backend_count(n, &sql, Duration::from_secs(10), |v| v == 1).await;
+        assert_eq!(found, 1, "database {db} missing on a node");
     }
 }
 
@@ -348,15 +270,16 @@ async fn converged_db(c: &TestCluster, db: &str) {
 async fn alter_table_concurrent_with_writes_aborts_writers_never_the_appliers() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE al").await.unwrap();
-    a.query_drop("CREATE TABLE al.t (id INT PRIMARY KEY, v INT NOT NULL DEFAULT 0)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO al.t (id) VALUES (1), (2), (3), (4), (5), (6)")
-        .await
-        .unwrap();
-    converged(&c, "al.t").await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE al",
+                "CREATE TABLE al.t (id INT PRIMARY KEY, v INT NOT NULL DEFAULT 0)",
+                "INSERT INTO al.t (id) VALUES (1), (2), (3), (4), (5), (6)",
+            ],
+            "al.t",
+        )
+        .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let deadlocks = Arc::new(AtomicU64::new(0));
@@ -420,7 +343,7 @@ async fn alter_table_concurrent_with_writes_aborts_writers_never_the_appliers() 
         committed.load(Ordering::Relaxed),
         deadlocks.load(Ordering::Relaxed)
     );
-    converged(&c, "al.t").await;
+    c.converged("al.t").await;
     assert_all_consistent(&c);
     let inserted = backend_count(c.node(0), "SELECT COUNT(*) FROM al.t WHERE id >= 1000").await;
     assert_eq!(inserted as u64, committed.load(Ordering::Relaxed));
@@ -457,17 +380,17 @@ async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
     let mut on = c.node(0).admin().await;
     let mut enforcing = c.node(1).admin().await;
     let mut permissive = c.node(2).admin().await;
-    on.query_drop("CREATE DATABASE s").await.unwrap();
-    on.query_drop("CREATE TABLE s.i (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    on.query_drop("CREATE TABLE s.m (id INT PRIMARY KEY) ENGINE=MyISAM")
-        .await
-        .unwrap();
-    on.query_drop("CREATE TABLE s.nopk (a INT) ENGINE=InnoDB")
-        .await
-        .unwrap();
-    converged(&c, "s.nopk").await;
+    run_all(
+        &mut on,
+        &[
+            "CREATE DATABASE s",
+            "CREATE TABLE s.i (id INT PRIMARY KEY)",
+            "CREATE TABLE s.m (id INT PRIMARY KEY) ENGINE=MyISAM",
+            "CREATE TABLE s.nopk (a INT) ENGINE=InnoDB",
+        ],
+    )
+    .await;
+    c.converged("s.nopk").await;
 
     // Non-transactional tables: refused in every mode, before anything runs.
     for conn in [&mut on, &mut enforcing, &mut permissive] {
@@ -575,8 +498,8 @@ async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
             assert_refused(conn.query_drop(sql).await, 1235, needle);
         }
     }
-    converged(&c, "s.i").await;
-    converged(&c, "s.nopk").await;
+    c.converged("s.i").await;
+    c.converged("s.nopk").await;
     for n in &c.nodes {
         assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.m").await, 0);
         assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.i").await, 3);
@@ -590,11 +513,13 @@ async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
 async fn multi_statement_batches_with_transaction_control_or_ddl_are_refused_before_running() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE ms").await.unwrap();
-    a.query_drop("CREATE TABLE ms.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&[
+            "CREATE DATABASE ms",
+            "CREATE TABLE ms.t (id INT PRIMARY KEY)",
+        ])
+        .await;
     for sql in [
         "INSERT INTO ms.t VALUES (1); COMMIT",
         "BEGIN; INSERT INTO ms.t VALUES (2)",
@@ -608,7 +533,7 @@ async fn multi_statement_batches_with_transaction_control_or_ddl_are_refused_bef
     a.query_drop("INSERT INTO ms.t VALUES (6); INSERT INTO ms.t VALUES (7)")
         .await
         .unwrap();
-    converged(&c, "ms.t").await;
+    c.converged("ms.t").await;
     for n in &c.nodes {
         assert_eq!(backend_count(n, "SELECT COUNT(*) FROM ms.t").await, 2);
         assert_eq!(
@@ -660,7 +585,7 @@ async fn run_py_against(
     .expect("the python program finishes in time");
     if run.is_err() {
         for (i, n) in c.nodes.iter().enumerate() {
-            let s = node(n).status();
+            let s = n.running().status();
             eprintln!(
                 "node {}: primary {} inconsistent {:?} leader {:?}",
                 i + 1,

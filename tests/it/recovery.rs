@@ -2,31 +2,16 @@
 //! MariaDB servers, write load running, ending with every backend's checksums agreeing and
 //! every acknowledged write present exactly once.
 
-use crate::harness::procs::{certus_bin, ProcCluster};
-use crate::harness::{self, TestCluster, TestNode};
+use crate::harness::process::ProcCluster;
+use crate::harness::{
+    self, require_mariadb, run_all, stderr, stdout, wait_backend_count, TestCluster, TestNode,
+};
 use mysql_async::prelude::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-macro_rules! require_binary {
-    () => {
-        match certus_bin() {
-            Some(b) => b,
-            None => return,
-        }
-    };
-}
 
 const WRITERS_PER_NODE: usize = 1;
 
@@ -141,13 +126,15 @@ impl Load {
 
 async fn setup_schema(opts: mysql_async::Opts, writers: usize) {
     let mut c = mysql_async::Conn::new(opts).await.expect("connect");
-    c.query_drop("CREATE DATABASE rec").await.unwrap();
-    c.query_drop("CREATE TABLE rec.t (id BIGINT PRIMARY KEY, w INT NOT NULL, v BIGINT NOT NULL)")
-        .await
-        .unwrap();
-    c.query_drop("CREATE TABLE rec.c (w INT PRIMARY KEY, n BIGINT NOT NULL)")
-        .await
-        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE rec",
+            "CREATE TABLE rec.t (id BIGINT PRIMARY KEY, w INT NOT NULL, v BIGINT NOT NULL)",
+            "CREATE TABLE rec.c (w INT PRIMARY KEY, n BIGINT NOT NULL)",
+        ],
+    )
+    .await;
     let rows: Vec<String> = (0..writers).map(|w| format!("({w}, 0)")).collect();
     c.query_drop(format!("INSERT INTO rec.c VALUES {}", rows.join(",")))
         .await
@@ -238,82 +225,71 @@ async fn check_acknowledged(dirs: &[PathBuf], logs: &[WriterLog]) {
     }
 }
 
-fn dirs(c: &ProcCluster) -> Vec<PathBuf> {
-    c.nodes.iter().map(|n| n.data_dir().to_owned()).collect()
-}
-
-async fn wait_synced(c: &ProcCluster, i: usize) {
-    assert!(
-        c.wait_ready(i, Duration::from_secs(90)).await,
-        "node {} not Synced after restart:\n{}",
-        i + 1,
-        c.log_tail(i)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_node_its_backend_or_both_under_load_loses_nothing() {
     require_mariadb!();
-    let bin = require_binary!();
-    let mut c = ProcCluster::start(bin, 3).await;
-    setup_schema(c.opts(0), 3 * WRITERS_PER_NODE).await;
-    let load = Load::start((0..3).map(|i| c.opts(i)).collect());
+    let mut c = ProcCluster::start(3).await;
+    setup_schema(c.nodes[0].opts(), 3 * WRITERS_PER_NODE).await;
+    let load = Load::start(c.nodes.iter().map(|n| n.opts()).collect());
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // 1. The certus process of node 3: its mariadbd keeps running and is adopted.
-    c.kill_certus(2);
+    c.nodes[2].kill9();
     let g = c.nodes[2].grastate();
     assert!(
         g.contains("seqno:   -1") && g.contains("safe_to_bootstrap: 0"),
         "{g}"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    c.spawn(2);
-    wait_synced(&c, 2).await;
+    c.nodes[2].restart();
+    c.nodes[2].wait_synced(Duration::from_secs(90)).await;
 
     // 2. The mariadbd of node 2: the node's supervisor restarts it and the applier resumes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(c.kill_backend(1), "node 2 has no backend to kill");
+    assert!(c.nodes[1].kill_backend(), "node 2 has no backend to kill");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    wait_synced(&c, 1).await;
+    c.nodes[1].wait_synced(Duration::from_secs(90)).await;
 
     // 3. Both processes of node 1: it replays the log from its backend's applied seqno (IST).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    c.kill_certus(0);
-    assert!(c.kill_backend(0));
-    assert!(c.wait_backend_gone(0, Duration::from_secs(10)).await);
+    c.nodes[0].kill9();
+    assert!(c.nodes[0].kill_backend());
+    assert!(c.nodes[0].wait_backend_gone(Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    c.spawn(0);
-    wait_synced(&c, 0).await;
+    c.nodes[0].restart();
+    c.nodes[0].wait_synced(Duration::from_secs(90)).await;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let logs = load.stop().await;
-    converged(&dirs(&c), Duration::from_secs(60)).await;
-    check_acknowledged(&dirs(&c), &logs).await;
+    converged(&c.data_dirs(), Duration::from_secs(60)).await;
+    check_acknowledged(&c.data_dirs(), &logs).await;
     for i in 0..3 {
-        assert!(c.is_synced(i).await, "node {} not Synced at the end", i + 1);
+        assert!(
+            c.nodes[i].is_synced().await,
+            "node {} not Synced at the end",
+            i + 1
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_cluster_crash_under_load_recovers_by_itself_without_bootstrap() {
     require_mariadb!();
-    let bin = require_binary!();
-    let mut c = ProcCluster::start(bin, 3).await;
-    setup_schema(c.opts(0), 3 * WRITERS_PER_NODE).await;
-    let load = Load::start((0..3).map(|i| c.opts(i)).collect());
+    let mut c = ProcCluster::start(3).await;
+    setup_schema(c.nodes[0].opts(), 3 * WRITERS_PER_NODE).await;
+    let load = Load::start(c.nodes.iter().map(|n| n.opts()).collect());
     assert_eq!(load.writers(), 3 * WRITERS_PER_NODE);
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Every certus and every mariadbd at once.
     let backends: Vec<bool> = (0..3)
         .map(|i| {
-            c.kill_certus(i);
-            c.kill_backend(i)
+            c.nodes[i].kill9();
+            c.nodes[i].kill_backend()
         })
         .collect();
     assert_eq!(backends, vec![true; 3]);
     for i in 0..3 {
-        assert!(c.wait_backend_gone(i, Duration::from_secs(10)).await);
+        assert!(c.nodes[i].wait_backend_gone(Duration::from_secs(10)).await);
         let g = c.nodes[i].grastate();
         assert!(
             g.contains("seqno:   -1"),
@@ -321,23 +297,15 @@ async fn full_cluster_crash_under_load_recovers_by_itself_without_bootstrap() {
         );
     }
     for i in 0..3 {
-        c.spawn(i);
+        c.nodes[i].restart();
     }
     for i in 0..3 {
-        wait_synced(&c, i).await;
+        c.nodes[i].wait_synced(Duration::from_secs(90)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let logs = load.stop().await;
-    converged(&dirs(&c), Duration::from_secs(60)).await;
-    check_acknowledged(&dirs(&c), &logs).await;
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    converged(&c.data_dirs(), Duration::from_secs(60)).await;
+    check_acknowledged(&c.data_dirs(), &logs).await;
 }
 
 async fn insert_rows(opts: mysql_async::Opts, ids: std::ops::Range<i64>) {
@@ -353,29 +321,28 @@ async fn insert_rows(opts: mysql_async::Opts, ids: std::ops::Range<i64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
     require_mariadb!();
-    let bin = require_binary!();
-    let mut c = ProcCluster::start(bin, 3).await;
-    setup_schema(c.opts(0), 1).await;
-    insert_rows(c.opts(0), 1..21).await;
+    let mut c = ProcCluster::start(3).await;
+    setup_schema(c.nodes[0].opts(), 1).await;
+    insert_rows(c.nodes[0].opts(), 1..21).await;
     // Both commands refuse a running node and leave its grastate.dat as it is.
     let running = c.nodes[2].grastate();
     for cmd in [&["recover"][..], &["bootstrap", "--force"][..]] {
-        let out = c.run_cli(2, cmd);
+        let out = c.nodes[2].run_cli(cmd);
         assert!(!out.status.success(), "{cmd:?} ran on a running node");
         assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
     }
     assert_eq!(c.nodes[2].grastate(), running);
     // Node 1 crashes; nodes 2 and 3 go on without it, so they are more advanced.
-    c.kill_certus(0);
-    assert!(c.kill_backend(0));
-    insert_rows(c.opts(1), 21..41).await;
-    let ahead = converged(&dirs(&c)[1..], Duration::from_secs(30)).await;
+    c.nodes[0].kill9();
+    assert!(c.nodes[0].kill_backend());
+    insert_rows(c.nodes[1].opts(), 21..41).await;
+    let ahead = converged(&c.data_dirs()[1..], Duration::from_secs(30)).await;
     for i in 1..3 {
-        c.kill_certus(i);
-        assert!(c.kill_backend(i));
+        c.nodes[i].kill9();
+        assert!(c.nodes[i].kill_backend());
     }
     for i in 0..3 {
-        assert!(c.wait_backend_gone(i, Duration::from_secs(10)).await);
+        assert!(c.nodes[i].wait_backend_gone(Duration::from_secs(10)).await);
     }
 
     // recover: the backend's applied seqno and the cluster uuid, recorded in grastate.dat.
@@ -383,7 +350,7 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
         .expect("raft/cluster_uuid")
         .trim()
         .to_owned();
-    let out = c.run_cli(1, &["recover"]);
+    let out = c.nodes[1].run_cli(&["recover"]);
     assert!(out.status.success(), "recover failed: {}", stderr(&out));
     assert_eq!(
         stdout(&out).trim(),
@@ -396,12 +363,12 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
 
     // Node 2 alone runs but is not Primary: bootstrapping node 1 (behind) is refused, naming
     // node 2 as the most advanced.
-    c.spawn(1);
+    c.nodes[1].restart();
     let deadline = Instant::now() + Duration::from_secs(60);
     let wal = c.nodes[0].data_dir().join("raft/raft.wal");
     let wal_before = std::fs::read(&wal).unwrap();
     loop {
-        let out = c.run_cli(0, &["bootstrap"]);
+        let out = c.nodes[0].run_cli(&["bootstrap"]);
         assert!(
             !out.status.success(),
             "bootstrap of a crashed node without --force succeeded"
@@ -420,12 +387,12 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
         wal_before,
         "a refused bootstrap changed the log"
     );
-    c.kill_certus(1);
-    assert!(c.kill_backend(1));
-    assert!(c.wait_backend_gone(1, Duration::from_secs(10)).await);
+    c.nodes[1].kill9();
+    assert!(c.nodes[1].kill_backend());
+    assert!(c.nodes[1].wait_backend_gone(Duration::from_secs(10)).await);
 
     // Nobody else answers: node 2 (the most advanced) is refused without --force ...
-    let out = c.run_cli(1, &["bootstrap"]);
+    let out = c.nodes[1].run_cli(&["bootstrap"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("no other member answered"),
@@ -433,7 +400,7 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
         stderr(&out)
     );
     // ... and bootstrapped with it.
-    let out = c.run_cli(1, &["bootstrap", "--force"]);
+    let out = c.nodes[1].run_cli(&["bootstrap", "--force"]);
     assert!(
         out.status.success(),
         "bootstrap --force failed: {}",
@@ -444,9 +411,9 @@ async fn recover_prints_the_position_and_bootstrap_needs_force_after_a_crash() {
         "{}",
         stdout(&out)
     );
-    c.spawn(1);
-    wait_synced(&c, 1).await;
-    let mut conn = mysql_async::Conn::new(c.opts(1)).await.unwrap();
+    c.nodes[1].restart();
+    c.nodes[1].wait_synced(Duration::from_secs(90)).await;
+    let mut conn = mysql_async::Conn::new(c.nodes[1].opts()).await.unwrap();
     let size: Option<(String, String)> = conn
         .query_first("SHOW STATUS LIKE 'wsrep_cluster_size'")
         .await
@@ -476,11 +443,10 @@ fn grastate_of(dir: &Path) -> certus::recovery::grastate::Grastate {
 async fn clean_stops_record_the_seqno_and_only_the_last_node_is_safe_to_bootstrap() {
     require_mariadb!();
     let mut c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE g").await.unwrap();
-    a.query_drop("CREATE TABLE g.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&["CREATE DATABASE g", "CREATE TABLE g.t (id INT PRIMARY KEY)"])
+        .await;
     for i in 0..10 {
         a.query_drop(format!("INSERT INTO g.t VALUES ({i})"))
             .await
@@ -494,24 +460,15 @@ async fn clean_stops_record_the_seqno_and_only_the_last_node_is_safe_to_bootstra
         let g = grastate_of(n.data_dir());
         assert_eq!((g.uuid, g.seqno, g.safe_to_bootstrap), (uuid, None, false));
         assert_eq!(n.node.as_ref().unwrap().cluster_uuid(), uuid);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut s = n.service_conn().await;
-            let v: Option<u64> = s
-                .query_first("SELECT applied_seqno FROM certus.state")
-                .await
-                .unwrap();
-            let _ = s.disconnect().await;
-            if v >= Some(12) {
-                applied.push(v.unwrap());
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node never applied everything: {v:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let v = wait_backend_count(
+            n,
+            "SELECT applied_seqno FROM certus.state",
+            Duration::from_secs(20),
+            |v| v >= 12,
+        )
+        .await;
+        assert!(v >= 12, "node never applied everything: {v}");
+        applied.push(v as u64);
     }
     let mut kept = Vec::new();
     while !c.nodes.is_empty() {
@@ -567,14 +524,13 @@ async fn backend_is_down(dir: &Path) -> bool {
 /// A one-node cluster with a few replicated rows, stopped cleanly.
 async fn stopped_node_with_rows() -> (tempfile::TempDir, certus::config::NodeConfig) {
     let n = TestNode::start().await;
-    let mut a = n.admin().await;
-    a.query_drop("CREATE DATABASE b").await.unwrap();
-    a.query_drop("CREATE TABLE b.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO b.t VALUES (1), (2), (3)")
-        .await
-        .unwrap();
+    let a = n
+        .admin_with(&[
+            "CREATE DATABASE b",
+            "CREATE TABLE b.t (id INT PRIMARY KEY)",
+            "INSERT INTO b.t VALUES (1), (2), (3)",
+        ])
+        .await;
     let _ = a.disconnect().await;
     n.stop_keep_dir().await
 }

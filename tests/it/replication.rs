@@ -1,99 +1,19 @@
 //! The replicated write path on three nodes with three managed MariaDB backends.
 
-use crate::harness::{self, TestCluster};
+use crate::harness::{
+    self, backend_count, is_deadlock, require_mariadb, retry_not_ready, run_all, TestCluster,
+};
 use mysql_async::prelude::*;
 use std::time::Duration;
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-fn is_deadlock(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s) if s.code == 1213 && s.state == "40001"
-        && s.message == "Deadlock found when trying to get lock; try restarting transaction")
-}
-
-/// CHECKSUM TABLE of `table` on every node's backend, read directly (not through the nodes).
-async fn checksums(c: &TestCluster, table: &str) -> Vec<Option<i64>> {
-    let mut out = Vec::new();
-    for n in &c.nodes {
-        let Ok(mut conn) = harness::try_service_conn_at(n.data_dir()).await else {
-            out.push(None);
-            continue;
-        };
-        let row: Option<(String, Option<i64>)> = conn
-            .query_first(format!("CHECKSUM TABLE {table}"))
-            .await
-            .unwrap_or(None);
-        out.push(row.and_then(|r| r.1));
-        let _ = conn.disconnect().await;
-    }
-    out
-}
-
-/// Waits until every backend has the same checksum for `table`; returns it.
-async fn converged(c: &TestCluster, table: &str) -> Option<i64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let sums = checksums(c, table).await;
-        if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
-            return sums[0];
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table} did not converge: {sums:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Runs `stmts` through node 1, waits until every backend has `table`, and returns the
-/// connection.
-async fn setup(c: &TestCluster, stmts: &[&str], table: &str) -> mysql_async::Conn {
-    let mut a = c.node(0).admin().await;
-    for stmt in stmts {
-        a.query_drop(*stmt).await.unwrap();
-    }
-    converged(c, table).await;
-    a
-}
-
-/// Runs `sql`, retrying while the node answers 1047 (a leader election on a loaded machine).
-async fn retry_not_ready(conn: &mut mysql_async::Conn, sql: &str) {
-    for _ in 0..50 {
-        match conn.query_drop(sql).await {
-            Ok(()) => return,
-            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{sql}: {e:?}"),
-        }
-    }
-    panic!("{sql}: node not ready for 10 s");
-}
-
-async fn count_on_backend(n: &harness::TestNode, sql: &str) -> i64 {
-    let mut conn = n.service_conn().await;
-    let v: Option<i64> = conn.query_first(sql).await.unwrap();
-    let _ = conn.disconnect().await;
-    v.unwrap_or(-1)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_every_node_converge_on_all_backends() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE r").await.unwrap();
-    a.query_drop(
+    let mut a = c.node(0).admin_with(&[
+        "CREATE DATABASE r",
         "CREATE TABLE r.t (id INT PRIMARY KEY, b BLOB, dt DATETIME(6), d DECIMAL(12,3), j JSON, n INT NULL, note VARCHAR(20))",
-    )
-    .await
-    .unwrap();
+    ]).await;
     for (i, n) in c.nodes.iter().enumerate() {
         let mut s = n.admin().await;
         let base = (i as i32 + 1) * 100;
@@ -132,13 +52,12 @@ async fn writes_through_every_node_converge_on_all_backends() {
             .unwrap();
         assert_eq!(seen.as_deref(), Some("tx"));
     }
-    let sum = converged(&c, "r.t").await;
-    assert!(sum.is_some());
+    c.converged("r.t").await;
     for n in &c.nodes {
-        assert_eq!(count_on_backend(n, "SELECT COUNT(*) FROM r.t").await, 6);
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM r.t").await, 6);
     }
     // A read-only transaction commits without entering the log.
-    let before = count_on_backend(c.node(0), "SELECT applied_seqno FROM certus.state").await;
+    let before = backend_count(c.node(0), "SELECT applied_seqno FROM certus.state").await;
     a.query_drop("BEGIN").await.unwrap();
     let _: Vec<i32> = a.query("SELECT id FROM r.t").await.unwrap();
     a.query_drop("COMMIT").await.unwrap();
@@ -146,7 +65,7 @@ async fn writes_through_every_node_converge_on_all_backends() {
         .await
         .unwrap();
     assert_eq!(
-        count_on_backend(c.node(0), "SELECT applied_seqno FROM certus.state").await,
+        backend_count(c.node(0), "SELECT applied_seqno FROM certus.state").await,
         before
     );
     c.stop().await;
@@ -156,16 +75,16 @@ async fn writes_through_every_node_converge_on_all_backends() {
 async fn conflicting_updates_on_two_nodes_abort_the_later_committer() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = setup(
-        &c,
-        &[
-            "CREATE DATABASE cf",
-            "CREATE TABLE cf.t (id INT PRIMARY KEY, v INT, u INT, UNIQUE KEY uk (u))",
-            "INSERT INTO cf.t VALUES (1, 0, 1)",
-        ],
-        "cf.t",
-    )
-    .await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE cf",
+                "CREATE TABLE cf.t (id INT PRIMARY KEY, v INT, u INT, UNIQUE KEY uk (u))",
+                "INSERT INTO cf.t VALUES (1, 0, 1)",
+            ],
+            "cf.t",
+        )
+        .await;
     let mut b = c.node(1).admin().await;
     // Cross-node conflict on one row.
     a.query_drop("BEGIN").await.unwrap();
@@ -179,10 +98,10 @@ async fn conflicting_updates_on_two_nodes_abort_the_later_committer() {
     a.query_drop("COMMIT").await.unwrap();
     let e = b.query_drop("COMMIT").await.unwrap_err();
     assert!(is_deadlock(&e), "{e:?}");
-    converged(&c, "cf.t").await;
+    c.converged("cf.t").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT v FROM cf.t WHERE id = 1").await,
+            backend_count(n, "SELECT v FROM cf.t WHERE id = 1").await,
             10
         );
     }
@@ -199,10 +118,10 @@ async fn conflicting_updates_on_two_nodes_abort_the_later_committer() {
     a.query_drop("COMMIT").await.unwrap();
     let e = b.query_drop("COMMIT").await.unwrap_err();
     assert!(is_deadlock(&e), "{e:?}");
-    converged(&c, "cf.t").await;
+    c.converged("cf.t").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT COUNT(*) FROM cf.t WHERE u = 42").await,
+            backend_count(n, "SELECT COUNT(*) FROM cf.t WHERE u = 42").await,
             1
         );
     }
@@ -214,16 +133,12 @@ async fn same_node_lost_update_is_refused() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
     let n = c.node(0);
-    let mut setup = n.admin().await;
-    setup.query_drop("CREATE DATABASE lu").await.unwrap();
-    setup
-        .query_drop("CREATE TABLE lu.counter (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    setup
-        .query_drop("INSERT INTO lu.counter VALUES (1, 0)")
-        .await
-        .unwrap();
+    n.admin_with(&[
+        "CREATE DATABASE lu",
+        "CREATE TABLE lu.counter (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO lu.counter VALUES (1, 0)",
+    ])
+    .await;
     let mut s1 = n.admin().await;
     let mut s2 = n.admin().await;
     s1.query_drop("BEGIN").await.unwrap();
@@ -263,10 +178,10 @@ async fn same_node_lost_update_is_refused() {
         .count();
     let committed = [&r1, &r2].iter().filter(|r| r.is_ok()).count();
     assert_eq!((committed, aborted), (1, 1), "s1: {r1:?}, s2: {r2:?}");
-    converged(&c, "lu.counter").await;
+    c.converged("lu.counter").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT v FROM lu.counter WHERE id = 1").await,
+            backend_count(n, "SELECT v FROM lu.counter WHERE id = 1").await,
             1
         );
     }
@@ -277,23 +192,13 @@ async fn same_node_lost_update_is_refused() {
 async fn foreign_keys_conflict_and_cascade_everywhere() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE fk").await.unwrap();
-    a.query_drop("CREATE TABLE fk.parent (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    a.query_drop(
+    let mut a = c.setup(&[
+        "CREATE DATABASE fk",
+        "CREATE TABLE fk.parent (id INT PRIMARY KEY)",
         "CREATE TABLE fk.child (id INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) REFERENCES fk.parent (id) ON DELETE CASCADE)",
-    )
-    .await
-    .unwrap();
-    a.query_drop("INSERT INTO fk.parent VALUES (1), (2)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO fk.child VALUES (20, 2), (21, 2)")
-        .await
-        .unwrap();
-    converged(&c, "fk.child").await;
+        "INSERT INTO fk.parent VALUES (1), (2)",
+        "INSERT INTO fk.child VALUES (20, 2), (21, 2)",
+    ], "fk.child").await;
     // A child insert on A races a parent delete on B.
     let mut b = c.node(1).admin().await;
     a.query_drop("BEGIN").await.unwrap();
@@ -312,10 +217,10 @@ async fn foreign_keys_conflict_and_cascade_everywhere() {
     );
     let loser = if ra.is_ok() { &rb } else { &ra };
     assert!(matches!(loser, Err(e) if is_deadlock(e)), "{loser:?}");
-    converged(&c, "fk.child").await;
-    converged(&c, "fk.parent").await;
+    c.converged("fk.child").await;
+    c.converged("fk.parent").await;
     for n in &c.nodes {
-        let orphans = count_on_backend(n, "SELECT COUNT(*) FROM fk.child c LEFT JOIN fk.parent p ON p.id = c.pid WHERE p.id IS NULL").await;
+        let orphans = backend_count(n, "SELECT COUNT(*) FROM fk.child c LEFT JOIN fk.parent p ON p.id = c.pid WHERE p.id IS NULL").await;
         assert_eq!(orphans, 0, "orphan children on a backend");
     }
     // ON DELETE CASCADE replicates: the children of parent 2 are gone everywhere.
@@ -323,10 +228,10 @@ async fn foreign_keys_conflict_and_cascade_everywhere() {
     cn.query_drop("DELETE FROM fk.parent WHERE id = 2")
         .await
         .unwrap();
-    converged(&c, "fk.child").await;
+    c.converged("fk.child").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT COUNT(*) FROM fk.child WHERE pid = 2").await,
+            backend_count(n, "SELECT COUNT(*) FROM fk.child WHERE pid = 2").await,
             0
         );
     }
@@ -337,15 +242,16 @@ async fn foreign_keys_conflict_and_cascade_everywhere() {
 async fn an_apply_failure_makes_the_node_inconsistent_not_divergent() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE af").await.unwrap();
-    a.query_drop("CREATE TABLE af.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO af.t VALUES (1, 1), (2, 2)")
-        .await
-        .unwrap();
-    converged(&c, "af.t").await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE af",
+                "CREATE TABLE af.t (id INT PRIMARY KEY, v INT)",
+                "INSERT INTO af.t VALUES (1, 1), (2, 2)",
+            ],
+            "af.t",
+        )
+        .await;
     // Remove a row behind certus's back on node 3's backend.
     let mut direct = c.node(2).service_conn().await;
     direct
@@ -394,11 +300,12 @@ async fn an_apply_failure_makes_the_node_inconsistent_not_divergent() {
 async fn a_backend_killed_under_write_load_catches_up_and_loses_nothing() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(1).admin().await;
-    a.query_drop("CREATE DATABASE bk").await.unwrap();
-    a.query_drop("CREATE TABLE bk.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
+    c.node(1)
+        .admin_with(&[
+            "CREATE DATABASE bk",
+            "CREATE TABLE bk.t (id INT PRIMARY KEY, v INT)",
+        ])
+        .await;
     let writer_addr = c.node(1).port();
     let writer = tokio::spawn(async move {
         // Deliberately the driver's defaults (prefer_socket): the node must not reveal the
@@ -423,12 +330,7 @@ async fn a_backend_killed_under_write_load_catches_up_and_loses_nothing() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     // kill -9 node 1's MariaDB while writes stream in through node 2.
-    let pid = std::fs::read_to_string(c.node(0).data_dir().join("mariadb/mysqld.pid")).unwrap();
-    assert!(std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap()
-        .success());
+    c.node(0).signal_backend("9");
     let acked = writer.await.unwrap();
     // On a loaded machine some writes may be refused (1047 while a leader is re-elected);
     // what matters is that every acknowledged one survives.
@@ -438,10 +340,10 @@ async fn a_backend_killed_under_write_load_catches_up_and_loses_nothing() {
         acked.len()
     );
     // Node 1's supervisor restarts its backend; its applier reconnects and catches up.
-    converged(&c, "bk.t").await;
+    c.converged("bk.t").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT COUNT(*) FROM bk.t").await,
+            backend_count(n, "SELECT COUNT(*) FROM bk.t").await,
             acked.len() as i64
         );
         assert!(n.node.as_ref().unwrap().is_ready() || TestCluster::wait_node_ready(n).await);
@@ -453,11 +355,12 @@ async fn a_backend_killed_under_write_load_catches_up_and_loses_nothing() {
 async fn auto_increment_ids_never_collide_across_nodes() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE ai").await.unwrap();
-    a.query_drop("CREATE TABLE ai.t (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32))")
-        .await
-        .unwrap();
+    c.node(0)
+        .admin_with(&[
+            "CREATE DATABASE ai",
+            "CREATE TABLE ai.t (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32))",
+        ])
+        .await;
     let mut tasks = Vec::new();
     for (ni, n) in c.nodes.iter().enumerate() {
         for si in 0..8 {
@@ -498,10 +401,10 @@ async fn auto_increment_ids_never_collide_across_nodes() {
         let errors = t.await.unwrap();
         assert!(errors.is_empty(), "inserts failed: {errors:?}");
     }
-    converged(&c, "ai.t").await;
+    c.converged("ai.t").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT COUNT(*) FROM ai.t").await,
+            backend_count(n, "SELECT COUNT(*) FROM ai.t").await,
             3 * 8 * 5
         );
     }
@@ -512,15 +415,14 @@ async fn auto_increment_ids_never_collide_across_nodes() {
 async fn replicated_ddl_needs_the_clients_own_privileges() {
     require_mariadb!();
     let n = harness::TestNode::start().await;
-    let mut admin = n.admin().await;
-    for stmt in [
-        "CREATE DATABASE owned",
-        "CREATE DATABASE other",
-        "CREATE USER 'dev'@'%' IDENTIFIED BY 'devpw'",
-        "GRANT CREATE, DROP, SELECT, INSERT ON owned.* TO 'dev'@'%'",
-    ] {
-        admin.query_drop(stmt).await.unwrap();
-    }
+    let mut admin = n
+        .admin_with(&[
+            "CREATE DATABASE owned",
+            "CREATE DATABASE other",
+            "CREATE USER 'dev'@'%' IDENTIFIED BY 'devpw'",
+            "GRANT CREATE, DROP, SELECT, INSERT ON owned.* TO 'dev'@'%'",
+        ])
+        .await;
     let mut dev = n.connect("dev", "devpw").await.unwrap();
     let code = |e: mysql_async::Error| match e {
         mysql_async::Error::Server(s) => (s.code, s.message),
@@ -549,13 +451,15 @@ async fn replicated_ddl_needs_the_clients_own_privileges() {
     );
     assert_eq!(c, 1227);
     // What the account may do, it does.
-    dev.query_drop("CREATE TABLE owned.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    dev.query_drop("INSERT INTO owned.t VALUES (1)")
-        .await
-        .unwrap();
-    dev.query_drop("DROP TABLE owned.t").await.unwrap();
+    run_all(
+        &mut dev,
+        &[
+            "CREATE TABLE owned.t (id INT PRIMARY KEY)",
+            "INSERT INTO owned.t VALUES (1)",
+            "DROP TABLE owned.t",
+        ],
+    )
+    .await;
     // Nothing was created behind the refusals.
     let users: Vec<String> = admin
         .query("SELECT User FROM mysql.user WHERE User = 'evil'")
@@ -571,11 +475,13 @@ async fn replicated_ddl_needs_the_clients_own_privileges() {
 async fn causal_reads_see_what_another_node_just_committed() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE cr").await.unwrap();
-    a.query_drop("CREATE TABLE cr.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&[
+            "CREATE DATABASE cr",
+            "CREATE TABLE cr.t (id INT PRIMARY KEY, v INT)",
+        ])
+        .await;
     let mut reader = c.node(2).admin().await;
     reader
         .query_drop("SET SESSION wsrep_sync_wait = 1")
@@ -612,16 +518,16 @@ async fn causal_reads_see_what_another_node_just_committed() {
 async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = setup(
-        &c,
-        &[
-            "CREATE DATABASE bf",
-            "CREATE TABLE bf.t (id INT PRIMARY KEY, v INT)",
-            "INSERT INTO bf.t VALUES (1, 0), (2, 0)",
-        ],
-        "bf.t",
-    )
-    .await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE bf",
+                "CREATE TABLE bf.t (id INT PRIMARY KEY, v INT)",
+                "INSERT INTO bf.t VALUES (1, 0), (2, 0)",
+            ],
+            "bf.t",
+        )
+        .await;
     let mut b = c.node(1).admin().await;
     let before: (String, String) = b
         .query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
@@ -643,12 +549,9 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
         started.elapsed() < Duration::from_secs(10),
         "the applier stayed blocked"
     );
-    converged(&c, "bf.t").await;
+    c.converged("bf.t").await;
     for n in &c.nodes {
-        assert_eq!(
-            count_on_backend(n, "SELECT v FROM bf.t WHERE id = 1").await,
-            1
-        );
+        assert_eq!(backend_count(n, "SELECT v FROM bf.t WHERE id = 1").await, 1);
     }
     // B learns at its next statement.
     let e = b
@@ -675,8 +578,7 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
 async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    setup(
-        &c,
+    c.setup(
         &[
             "CREATE DATABASE ar",
             "CREATE TABLE ar.c (id INT PRIMARY KEY, n INT)",
@@ -715,10 +617,10 @@ async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
         ok += o;
         deadlocks += d;
     }
-    converged(&c, "ar.c").await;
+    c.converged("ar.c").await;
     for n in &c.nodes {
         assert_eq!(
-            count_on_backend(n, "SELECT n FROM ar.c WHERE id = 1").await,
+            backend_count(n, "SELECT n FROM ar.c WHERE id = 1").await,
             ok as i64,
             "deadlocks: {deadlocks}"
         );
@@ -734,17 +636,15 @@ async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update(
     // abort, because its read was stale.
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut setup = c.node(0).admin().await;
-    setup.query_drop("CREATE DATABASE nc").await.unwrap();
-    setup
-        .query_drop("CREATE TABLE nc.counter (id INT PRIMARY KEY, val INT)")
-        .await
-        .unwrap();
-    setup
-        .query_drop("INSERT INTO nc.counter VALUES (1, 7000)")
-        .await
-        .unwrap();
-    converged(&c, "nc.counter").await;
+    c.setup(
+        &[
+            "CREATE DATABASE nc",
+            "CREATE TABLE nc.counter (id INT PRIMARY KEY, val INT)",
+            "INSERT INTO nc.counter VALUES (1, 7000)",
+        ],
+        "nc.counter",
+    )
+    .await;
     for (a_node, b_node) in [(0, 1), (0, 0)] {
         let mut a = c.node(a_node).admin().await;
         let mut b = c.node(b_node).admin().await;
@@ -760,7 +660,7 @@ async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update(
         ))
         .await
         .unwrap();
-        converged(&c, "nc.counter").await;
+        c.converged("nc.counter").await;
         a.query_drop(format!(
             "UPDATE nc.counter SET val = {} WHERE id = 1",
             v + 1
@@ -780,14 +680,13 @@ async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update(
 async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
     require_mariadb!();
     let n = harness::TestNode::start().await;
-    let mut a = n.admin().await;
-    a.query_drop("CREATE DATABASE xr").await.unwrap();
-    a.query_drop("CREATE TABLE xr.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO xr.t VALUES (1, 1)")
-        .await
-        .unwrap();
+    let a = n
+        .admin_with(&[
+            "CREATE DATABASE xr",
+            "CREATE TABLE xr.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO xr.t VALUES (1, 1)",
+        ])
+        .await;
     drop(a);
     // What a crash between XA PREPARE and XA ROLLBACK leaves: a prepared XA with this node's
     // prefix, holding a row lock, with no connection.
@@ -826,11 +725,13 @@ async fn prepared_transaction_control_works_like_text() {
     // sysbench prepares BEGIN and COMMIT: they must open and commit the replicated transaction.
     require_mariadb!();
     let c = TestCluster::start(3).await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE pt").await.unwrap();
-    a.query_drop("CREATE TABLE pt.t (id INT PRIMARY KEY, v INT)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&[
+            "CREATE DATABASE pt",
+            "CREATE TABLE pt.t (id INT PRIMARY KEY, v INT)",
+        ])
+        .await;
     a.exec_drop("BEGIN", ()).await.unwrap();
     a.exec_drop("INSERT INTO pt.t VALUES (?, ?)", (1, 1))
         .await
@@ -844,9 +745,9 @@ async fn prepared_transaction_control_works_like_text() {
         .await
         .unwrap();
     a.exec_drop("ROLLBACK", ()).await.unwrap();
-    converged(&c, "pt.t").await;
+    c.converged("pt.t").await;
     for n in &c.nodes {
-        assert_eq!(count_on_backend(n, "SELECT COUNT(*) FROM pt.t").await, 2);
+        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM pt.t").await, 2);
     }
     // A prepared COMMIT reports a certification conflict like the text one.
     let mut b = c.node(1).admin().await;

@@ -1,66 +1,15 @@
 //! State transfer: Raft snapshots as SST dumps, log purge, joiner and donor states, on three
 //! nodes with real MariaDB backends.
 
-use crate::harness::{self, TestCluster, TestNode};
+use crate::harness::{
+    self, backend_count, converged, require_mariadb, run_all, TestCluster, TestNode,
+};
 use certus::node::status::LocalState;
+use certus::replication::ReplicationMetrics;
 use mysql_async::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-/// CHECKSUM TABLE of `table` on each backend, read directly (not through the nodes).
-async fn checksums(nodes: &[TestNode], table: &str) -> Vec<Option<i64>> {
-    let mut out = Vec::new();
-    for n in nodes {
-        let mut conn = match harness::try_service_conn_at(n.data_dir()).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("checksum of {table}: no connection: {e}");
-                out.push(None);
-                continue;
-            }
-        };
-        let row: Result<Option<(String, Option<i64>)>, _> =
-            conn.query_first(format!("CHECKSUM TABLE {table}")).await;
-        if let Err(e) = &row {
-            eprintln!("checksum of {table}: {e}");
-        }
-        out.push(row.ok().flatten().and_then(|r| r.1));
-        let _ = conn.disconnect().await;
-    }
-    out
-}
-
-/// Waits until every backend has the same checksum for `table`.
-async fn converged(nodes: &[TestNode], table: &str, within: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let sums = checksums(nodes, table).await;
-        if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
-            return sums[0].unwrap_or(0);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table} did not converge: {sums:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn backend_count(n: &TestNode, sql: &str) -> i64 {
-    let mut conn = n.service_conn().await;
-    let v: Option<i64> = conn.query_first(sql).await.expect(sql);
-    let _ = conn.disconnect().await;
-    v.unwrap_or(-1)
-}
 
 /// Builds a snapshot on each of `nodes` and waits until each has purged its log past `past`
 /// (a node that stopped answering no longer holds the leader's purge back, after 10 s).
@@ -90,6 +39,24 @@ async fn snapshot_and_purge(nodes: &[TestNode], past: u64) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits (60 s at most) until `index` of the node's replication metrics is past `past`.
+async fn wait_index_past(
+    n: &TestNode,
+    what: &str,
+    past: u64,
+    index: impl Fn(&ReplicationMetrics) -> Option<u64>,
+) {
+    let now = || n.running().replication_metrics().as_ref().and_then(&index);
+    let done =
+        TestNode::eventually(Duration::from_secs(60), || now().is_some_and(|i| i > past)).await;
+    assert!(
+        done,
+        "node {} never {what} past {past}: {:?}",
+        n.config().node_id,
+        now()
+    );
 }
 
 fn last_log_index(n: &TestNode) -> u64 {
@@ -177,8 +144,7 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
     // Node 3 leaves; its data dir is replaced by an empty one (fresh backend, no Raft log).
     let (old_dir, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
     drop(old_dir);
-    let mut a = c.node(0).admin().await;
-    for stmt in [
+    let mut a = c.node(0).admin_with(&[
         "CREATE DATABASE big",
         "CREATE TABLE big.t (id INT PRIMARY KEY, v VARCHAR(40), b VARBINARY(16), n INT, KEY(n))",
         "CREATE VIEW big.v AS SELECT COUNT(*) AS c FROM big.t",
@@ -186,9 +152,7 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
         "GRANT SELECT ON big.* TO 'app'@'%'",
         "CREATE DATABASE side",
         "CREATE TABLE side.t (id BIGINT PRIMARY KEY, n BIGINT)",
-    ] {
-        a.query_drop(stmt).await.expect(stmt);
-    }
+        ]).await;
     for chunk in 0..10u32 {
         let (lo, hi) = (chunk * 10_000 + 1, (chunk + 1) * 10_000);
         a.query_drop(format!(
@@ -220,8 +184,11 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let body = tokio::task::spawn_blocking(move || http_status(http))
+                let body = tokio::task::spawn_blocking(move || harness::http_get(http, "/status"))
                     .await
+                    .ok()
+                    .flatten()
+                    .map(|(_, body)| body)
                     .unwrap_or_default();
                 if body.contains("\"Donor\"") {
                     seen.store(true, Ordering::Relaxed);
@@ -285,22 +252,6 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
     c.stop().await;
 }
 
-/// GET /status on the node's HTTP server: the body.
-fn http_status(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
     require_mariadb!();
@@ -309,14 +260,14 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
         cfg.log_keep_margin = 1;
     })
     .await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE behind").await.unwrap();
-    a.query_drop("CREATE TABLE behind.t (id INT PRIMARY KEY, n INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO behind.t SELECT seq, seq FROM behind.seq_1_to_500")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&[
+            "CREATE DATABASE behind",
+            "CREATE TABLE behind.t (id INT PRIMARY KEY, n INT)",
+            "INSERT INTO behind.t SELECT seq, seq FROM behind.seq_1_to_500",
+        ])
+        .await;
     converged(&c.nodes, "behind.t", Duration::from_secs(30)).await;
     // Node 3 stops with its log and backend; the others move on and purge past its log's end.
     let stopped_at = last_log_index(c.node(2));
@@ -329,12 +280,14 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
         .await
         .unwrap();
     }
-    a.query_drop("CREATE TABLE behind.later (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO behind.later VALUES (1), (2)")
-        .await
-        .unwrap();
+    run_all(
+        &mut a,
+        &[
+            "CREATE TABLE behind.later (id INT PRIMARY KEY)",
+            "INSERT INTO behind.later VALUES (1), (2)",
+        ],
+    )
+    .await;
     snapshot_and_purge(&c.nodes, stopped_at + 1).await;
 
     let node3 = TestNode::start_member(dir3, cfg3, Duration::from_secs(120)).await;
@@ -358,14 +311,14 @@ async fn log_purge_waits_for_a_lagging_live_node() {
         cfg.log_keep_margin = 3;
     })
     .await;
-    let mut a = c.node(0).admin().await;
-    a.query_drop("CREATE DATABASE lag").await.unwrap();
-    a.query_drop("CREATE TABLE lag.t (id INT PRIMARY KEY, n INT)")
-        .await
-        .unwrap();
-    a.query_drop("INSERT INTO lag.t VALUES (1, 0), (2, 0)")
-        .await
-        .unwrap();
+    let mut a = c
+        .node(0)
+        .admin_with(&[
+            "CREATE DATABASE lag",
+            "CREATE TABLE lag.t (id INT PRIMARY KEY, n INT)",
+            "INSERT INTO lag.t VALUES (1, 0), (2, 0)",
+        ])
+        .await;
     converged(&c.nodes, "lag.t", Duration::from_secs(30)).await;
     // Node 3's applier is blocked by a lock taken directly on its backend (not a session the
     // node could brute-force abort): its backend lags while its Raft log keeps up.
@@ -383,22 +336,10 @@ async fn log_purge_waits_for_a_lagging_live_node() {
     }
     // Every node snapshots past the point where node 3's backend stopped, but no node purges
     // what node 3's backend still needs while node 3 is live (DESIGN §12).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let snapshot = c
-            .node(0)
-            .running()
-            .replication_metrics()
-            .and_then(|m| m.snapshot_index);
-        if snapshot.is_some_and(|s| s > blocked_from + 5) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node 1 never snapshotted past {blocked_from}: {snapshot:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_index_past(c.node(0), "snapshotted", blocked_from + 5, |m| {
+        m.snapshot_index
+    })
+    .await;
     // Several purge rounds (one a second) pass.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..3 {
@@ -433,21 +374,6 @@ async fn log_purge_waits_for_a_lagging_live_node() {
             .await
             .unwrap();
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let purged = c
-            .node(0)
-            .running()
-            .replication_metrics()
-            .and_then(|m| m.purged_index);
-        if purged.is_some_and(|p| p > blocked_from + 5) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node 1 never purged past {blocked_from} after node 3 caught up: {purged:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_index_past(c.node(0), "purged", blocked_from + 5, |m| m.purged_index).await;
     c.stop().await;
 }

@@ -1,33 +1,11 @@
 //! Node states and the status surfaces: SQL wsrep rows, clustercheck, /metrics, /status.
 
-use crate::harness::{self, TestCluster, TestNode, ADMIN_PASSWORD, ADMIN_USER};
+use crate::harness::{
+    self, http_get, require_mariadb, retry_not_ready, wait_backend_count, TestCluster, TestNode,
+    ADMIN_PASSWORD, ADMIN_USER,
+};
 use mysql_async::prelude::*;
-use std::io::{Read, Write};
 use std::time::Duration;
-
-macro_rules! require_mariadb {
-    () => {
-        if !harness::mariadb_available() {
-            return;
-        }
-    };
-}
-
-/// One HTTP GET over a raw socket: (status code, body).
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the HTTP server");
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
-}
 
 async fn clustercheck(n: &TestNode) -> (u16, String) {
     let addr = n
@@ -38,6 +16,7 @@ async fn clustercheck(n: &TestNode) -> (u16, String) {
     tokio::task::spawn_blocking(move || http_get(addr, "/"))
         .await
         .unwrap()
+        .unwrap_or((0, String::new()))
 }
 
 async fn wait_for_check(n: &TestNode, code: u16, within: Duration) -> Duration {
@@ -173,7 +152,8 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     let addr = n.node.as_ref().and_then(|n| n.http_addr()).unwrap();
     let (code, metrics) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("GET /metrics");
     assert_eq!(code, 200);
     let mut samples = 0;
     for line in metrics
@@ -190,7 +170,8 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     assert!(samples >= 10, "{metrics}");
     let (code, status) = tokio::task::spawn_blocking(move || http_get(addr, "/status"))
         .await
-        .unwrap();
+        .unwrap()
+        .expect("GET /status");
     assert_eq!(code, 200);
     let json: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(json["cluster_size"], 3);
@@ -235,20 +216,6 @@ async fn sql_status_surfaces_report_galera_names_and_values() {
     c.stop().await;
 }
 
-/// Runs `sql`, retrying while the node answers 1047 (an election on a loaded machine).
-async fn write_ready(conn: &mut mysql_async::Conn, sql: &str) {
-    for _ in 0..100 {
-        match conn.query_drop(sql).await {
-            Ok(()) => return,
-            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{sql}: {e:?}"),
-        }
-    }
-    panic!("{sql}: node not ready for 20 s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_follow_the_backend_and_the_quorum_and_the_cluster_heals() {
     require_mariadb!();
@@ -259,12 +226,7 @@ async fn health_checks_follow_the_backend_and_the_quorum_and_the_cluster_heals()
         (200, "Galera Cluster Node is synced.\r\n")
     );
     // Kill node 1's backend: 503 and 1047 until the supervisor has it back.
-    let pid = std::fs::read_to_string(c.node(0).data_dir().join("mariadb/mysqld.pid")).unwrap();
-    let status = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    c.node(0).signal_backend("9");
     let took = wait_for_check(c.node(0), 503, Duration::from_secs(2)).await;
     assert!(took < Duration::from_secs(2));
     let refused = c.node(0).connect(ADMIN_USER, ADMIN_PASSWORD).await;
@@ -283,10 +245,10 @@ async fn health_checks_follow_the_backend_and_the_quorum_and_the_cluster_heals()
         .unwrap();
     // Rows written while all three are up must survive the quorum loss and the heal.
     let mut w = c.node(0).admin().await;
-    write_ready(&mut w, "CREATE DATABASE heal").await;
-    write_ready(&mut w, "CREATE TABLE heal.t (id INT PRIMARY KEY, v INT)").await;
+    retry_not_ready(&mut w, "CREATE DATABASE heal").await;
+    retry_not_ready(&mut w, "CREATE TABLE heal.t (id INT PRIMARY KEY, v INT)").await;
     for id in 1..=5 {
-        write_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
+        retry_not_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
     }
     drop(w);
     // Stop two nodes: the survivor loses the quorum and says so.
@@ -345,23 +307,16 @@ async fn health_checks_follow_the_backend_and_the_quorum_and_the_cluster_heals()
     }
     let mut w = c.node(0).admin().await;
     for id in 6..=10 {
-        write_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
+        retry_not_ready(&mut w, &format!("INSERT INTO heal.t VALUES ({id}, {id})")).await;
     }
     for n in &c.nodes {
-        let mut rows = 0;
-        for _ in 0..100 {
-            let mut b = n.service_conn().await;
-            rows = b
-                .query_first::<i64, _>("SELECT COUNT(*) FROM heal.t WHERE id = v")
-                .await
-                .unwrap()
-                .unwrap_or(0);
-            let _ = b.disconnect().await;
-            if rows == 10 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let rows = wait_backend_count(
+            n,
+            "SELECT COUNT(*) FROM heal.t WHERE id = v",
+            Duration::from_secs(20),
+            |rows| rows == 10,
+        )
+        .await;
         assert_eq!(rows, 10, "node at {} lost or missed writes", n.addr);
     }
     c.stop().await;

@@ -10,8 +10,10 @@
 
 #![allow(dead_code)]
 
+mod checks;
 pub mod process;
-pub mod procs;
+
+pub use checks::*;
 
 use certus::config::{BackendMode, RawNodeConfig};
 use certus::node::Node;
@@ -20,6 +22,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// Skips the test (returns) when MariaDB is not installed; see [`mariadb_available`].
+macro_rules! require_mariadb {
+    () => {
+        if !$crate::harness::mariadb_available() {
+            return;
+        }
+    };
+}
+pub(crate) use require_mariadb;
 
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "certus";

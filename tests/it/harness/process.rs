@@ -1,16 +1,20 @@
-//! Nodes as separate `certus` processes, for tests that must kill a node the way a crash does
-//! (SIGKILL): the Raft leader under load, a node behind HAProxy.
+//! Clusters of real `certus` processes, for tests that must crash a node the way a crash does
+//! (SIGKILL of certus, of its mariadbd or of both) or run the recovery CLI on a stopped node.
 //!
-//! The binary is `CERTUS_BIN` (scripts/test.sh sets it to the release build) or, failing
-//! that, the one cargo built for this test run. Each node's data dir is a copy of the harness
-//! template; it owns that dir and its log. Only PIDs this harness spawned are signalled: the
-//! certus child, and the mariadbd its pid file names (a certus killed with -9 leaves its
-//! backend running; the restarted node adopts it).
+//! The binary is `CERTUS_BIN` (scripts/test.sh sets it to the release build) or, failing that,
+//! the one cargo built for this test run. Each node starts from a TOML config file in its own
+//! data dir (a copy of the harness template), so `certus recover`/`bootstrap --config` run on
+//! the same settings.
+//!
+//! Owns: the certus child of each node, that node's data dir and log, and the mariadbd the
+//! node's pid file names, signalled only after its command line is checked to name this node's
+//! own data dir. A certus killed with -9 leaves its backend running; the restarted node adopts
+//! it. Everything is killed on drop; nothing is ever signalled by name.
 
 use super::{copy_template, test_backend_options, ADMIN_PASSWORD, ADMIN_USER};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "process-cluster-secret-0123456789";
@@ -28,23 +32,65 @@ fn free_port() -> SocketAddr {
     l.local_addr().expect("local addr")
 }
 
+/// One certus process (when running) and everything it owns on disk.
 pub struct ProcNode {
     pub id: u64,
     pub client: SocketAddr,
     pub peer: SocketAddr,
     pub http: SocketAddr,
+    bin: PathBuf,
+    config: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    args: Vec<String>,
 }
 
 impl ProcNode {
+    fn new(id: u64, bin: PathBuf) -> ProcNode {
+        let dir = copy_template();
+        ProcNode {
+            id,
+            client: free_port(),
+            peer: free_port(),
+            http: free_port(),
+            bin,
+            config: dir.path().join("certus.toml"),
+            dir,
+            child: None,
+        }
+    }
+
+    fn write_config(&self, members: &str) {
+        let options: Vec<String> = test_backend_options()
+            .iter()
+            .map(|o| format!("{o:?}"))
+            .collect();
+        let toml = format!(
+            "node_id = {id}\nnode_name = \"{name}\"\nlisten = \"{c}\"\n\
+             peer_listen = \"{p}\"\nhttp_listen = \"{h}\"\n\
+             members = [{members}]\ncluster_secret = \"{SECRET}\"\ndata_dir = \"{dir}\"\n\
+             net_read_timeout = 5\n[backend]\nmode = \"managed\"\noptions = [{options}]\n",
+            id = self.id,
+            name = self.name(),
+            c = self.client,
+            p = self.peer,
+            h = self.http,
+            dir = self.dir.path().display(),
+            options = options.join(", "),
+        );
+        std::fs::write(&self.config, toml).expect("config file");
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The node's `node_name` (what `@@wsrep_node_name` answers).
     pub fn name(&self) -> String {
         format!("node{}", self.id)
+    }
+
+    pub fn grastate(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("grastate.dat")).unwrap_or_default()
     }
 
     pub fn is_running(&self) -> bool {
@@ -57,9 +103,11 @@ impl ProcNode {
             .append(true)
             .open(self.dir.path().join("certus.log"))
             .expect("node log");
-        let child = Command::new(certus_bin())
-            .args(&self.args)
-            .env("RUST_LOG", "info")
+        let child = Command::new(&self.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,openraft=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -68,7 +116,7 @@ impl ProcNode {
         self.child = Some(child);
     }
 
-    /// SIGKILL, as a crash: no clean shutdown, its backend keeps running.
+    /// SIGKILL of the certus process, as a crash: no clean shutdown, its backend keeps running.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -76,14 +124,66 @@ impl ProcNode {
         }
     }
 
+    /// Starts the (killed) node again on its data dir and config. Does not wait for it.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running node");
         self.spawn();
     }
 
-    /// The node's `/status` JSON, if it answers within a second.
+    /// Runs `certus <args> --config <this node's config>` to completion.
+    pub fn run_cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run certus")
+    }
+
+    /// The mariadbd this node started, if it runs: its pid file, and a command line that names
+    /// this node's own data dir (a recycled PID is never ours).
+    pub fn backend_pid(&self) -> Option<u32> {
+        let pid_file = self.dir.path().join("mariadb/mysqld.pid");
+        let pid: u32 = std::fs::read_to_string(pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let ours = self.dir.path().join("mariadb");
+        String::from_utf8_lossy(&cmdline)
+            .contains(&*ours.to_string_lossy())
+            .then_some(pid)
+    }
+
+    /// SIGKILL of this node's mariadbd; false when it has none running.
+    pub fn kill_backend(&self) -> bool {
+        match self.backend_pid() {
+            Some(pid) => Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success()),
+            None => false,
+        }
+    }
+
+    /// Waits until this node's mariadbd is gone (after a kill, before restarting the node).
+    pub async fn wait_backend_gone(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.backend_pid().is_none() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// The node's `/status` JSON, if it answers.
     pub fn status(&self) -> Option<serde_json::Value> {
-        let (code, body) = http_get(self.http, "/status")?;
+        let (code, body) = super::http_get(self.http, "/status")?;
         if code != 200 {
             return None;
         }
@@ -93,7 +193,12 @@ impl ProcNode {
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("certus.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Admin connection options for this node's client port.
+    pub fn opts(&self) -> mysql_async::Opts {
+        admin_opts(self.client)
     }
 
     pub async fn connect(&self) -> Result<mysql_async::Conn, mysql_async::Error> {
@@ -104,62 +209,96 @@ impl ProcNode {
     pub async fn backend(&self) -> Result<mysql_async::Conn, mysql_async::Error> {
         super::try_service_conn_at(self.dir.path()).await
     }
+
+    /// Whether the node reports Synced through SQL and runs a write-path statement.
+    pub async fn is_synced(&self) -> bool {
+        use mysql_async::prelude::Queryable;
+        let fut = async {
+            let mut c = self.connect().await.ok()?;
+            let row: Option<(String, String)> = c
+                .query_first("SHOW STATUS LIKE 'wsrep_local_state_comment'")
+                .await
+                .ok()?;
+            let ok = c.query_drop("SELECT 1 FROM DUAL").await.is_ok();
+            let _ = c.disconnect().await;
+            Some(ok && row.is_some_and(|r| r.1 == "Synced"))
+        };
+        tokio::time::timeout(Duration::from_secs(5), fut)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    /// Waits until the node is Synced (see [`ProcNode::is_synced`]); panics with its log tail
+    /// otherwise.
+    pub async fn wait_synced(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.is_synced().await {
+            assert!(
+                Instant::now() < deadline,
+                "node {} not Synced within {within:?}:\n{}",
+                self.id,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 impl Drop for ProcNode {
     fn drop(&mut self) {
         self.kill9();
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("mariadb/mysqld.pid")) {
-            let pid = pid.trim();
-            // Only the mariadbd whose command line names this node's own data dir.
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let ours =
-                String::from_utf8_lossy(&cmdline).contains(&*self.dir.path().to_string_lossy());
-            if ours {
-                let _ = Command::new("kill").arg("-9").arg(pid).status();
-            }
+        if let Some(pid) = self.backend_pid() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
 
-/// An admin connection to a MySQL-protocol address (a node or a proxy in front of nodes).
-pub async fn connect_at(addr: SocketAddr) -> Result<mysql_async::Conn, mysql_async::Error> {
-    let opts = mysql_async::OptsBuilder::default()
+fn admin_opts(addr: SocketAddr) -> mysql_async::Opts {
+    mysql_async::OptsBuilder::default()
         .ip_or_hostname(addr.ip().to_string())
         .tcp_port(addr.port())
         .prefer_socket(false)
         .user(Some(ADMIN_USER))
         .pass(Some(ADMIN_PASSWORD))
-        .conn_ttl(None);
-    let opts = mysql_async::Opts::from(opts);
-    tokio::time::timeout(Duration::from_secs(5), mysql_async::Conn::new(opts))
-        .await
-        .unwrap_or_else(|_| {
-            Err(mysql_async::Error::Io(mysql_async::IoError::Io(
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-            )))
-        })
+        .conn_ttl(None)
+        .into()
 }
 
-/// One HTTP GET with a 1 s timeout: (status code, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+/// An admin connection to a MySQL-protocol address (a node or a proxy in front of nodes),
+/// bounded to 5 s.
+pub async fn connect_at(addr: SocketAddr) -> Result<mysql_async::Conn, mysql_async::Error> {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        mysql_async::Conn::new(admin_opts(addr)),
     )
-    .ok()?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    Some((code, body))
+    .await
+    .unwrap_or_else(|_| {
+        Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        )))
+    })
+}
+
+/// Runs `sql` through `addr`, reconnecting and retrying while the cluster is not ready
+/// (bounded: 60 s).
+pub async fn run_ready(addr: SocketAddr, sql: &str) {
+    use mysql_async::prelude::Queryable;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = match connect_at(addr).await {
+            Ok(mut c) => c.query_drop(sql).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{sql}: {e:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    }
 }
 
 /// Three (or more) certus processes forming one cluster.
@@ -168,55 +307,33 @@ pub struct ProcCluster {
 }
 
 impl ProcCluster {
-    pub async fn start(n: u64) -> ProcCluster {
-        let mut nodes: Vec<ProcNode> = (1..=n)
-            .map(|id| ProcNode {
-                id,
-                client: free_port(),
-                peer: free_port(),
-                http: free_port(),
-                dir: copy_template(),
-                child: None,
-                args: Vec::new(),
-            })
+    /// Writes a config file per node, starts them all and waits until each is Synced.
+    pub async fn start(n: usize) -> ProcCluster {
+        let bin = certus_bin();
+        assert!(bin.is_file(), "no certus binary at {}", bin.display());
+        let mut nodes: Vec<ProcNode> = (1..=n as u64)
+            .map(|id| ProcNode::new(id, bin.clone()))
             .collect();
         let members = nodes
             .iter()
-            .map(|n| format!("{}={}", n.id, n.peer))
+            .map(|n| format!("\"{}={}\"", n.id, n.peer))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(", ");
         for node in &mut nodes {
-            let mut args = vec![
-                "node".to_string(),
-                format!("--node-id={}", node.id),
-                format!("--node-name=node{}", node.id),
-                format!("--data-dir={}", node.dir.path().display()),
-                format!("--listen={}", node.client),
-                format!("--peer-listen={}", node.peer),
-                format!("--http-listen={}", node.http),
-                format!("--member={members}"),
-                format!("--cluster-secret={SECRET}"),
-                "--backend-mode=managed".to_string(),
-            ];
-            for o in test_backend_options() {
-                args.push(format!("--backend-option={o}"));
-            }
-            node.args = args;
+            node.write_config(&members);
             node.spawn();
         }
-        let c = ProcCluster { nodes };
-        c.wait_ready(Duration::from_secs(90)).await;
-        c
+        for node in &nodes {
+            node.wait_synced(Duration::from_secs(90)).await;
+        }
+        ProcCluster { nodes }
     }
 
     /// Waits until every running node reports itself ready (Primary, Synced) on /status.
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = Instant::now() + within;
         for n in self.nodes.iter().filter(|n| n.is_running()) {
-            loop {
-                if n.status().is_some_and(|s| s["ready"] == true) {
-                    break;
-                }
+            while !n.status().is_some_and(|s| s["ready"] == true) {
                 assert!(
                     Instant::now() < deadline,
                     "node {} not ready within {within:?}:\n{}",
@@ -248,10 +365,16 @@ impl ProcCluster {
         }
     }
 
+    /// The node with this id (ids start at 1; `nodes[id - 1]`).
     pub fn node(&mut self, id: u64) -> &mut ProcNode {
         self.nodes
             .iter_mut()
             .find(|n| n.id == id)
             .expect("a node with that id")
+    }
+
+    /// Every node's data dir.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.nodes.iter().map(|n| n.data_dir().to_owned()).collect()
     }
 }
