@@ -4,7 +4,8 @@
 
 use crate::harness::process::ProcCluster;
 use crate::harness::{
-    self, require_mariadb, run_all, stderr, stdout, wait_backend_count, TestCluster, TestNode,
+    self, require_mariadb, retry_not_ready, run_all, stderr, stdout, wait_backend_count,
+    TestCluster, TestNode,
 };
 use mysql_async::prelude::*;
 use std::collections::BTreeSet;
@@ -308,12 +309,26 @@ async fn full_cluster_crash_under_load_recovers_by_itself_without_bootstrap() {
     check_acknowledged(&c.data_dirs(), &logs).await;
 }
 
+/// Inserts rows one by one; while the node is not Primary (an election after a crash) it
+/// refuses logins and statements with 1047 before running them, so those are retried.
 async fn insert_rows(opts: mysql_async::Opts, ids: std::ops::Range<i64>) {
-    let mut c = mysql_async::Conn::new(opts).await.expect("connect");
+    let mut c = None;
+    for _ in 0..150 {
+        match mysql_async::Conn::new(opts.clone()).await {
+            Ok(conn) => {
+                c = Some(conn);
+                break;
+            }
+            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("connect: {e:?}"),
+        }
+    }
+    let mut c = c.expect("the node never took a login within 30 s");
     for id in ids {
-        c.query_drop(format!("INSERT INTO rec.t (id, w, v) VALUES ({id}, 99, 0)"))
-            .await
-            .unwrap();
+        let sql = format!("INSERT INTO rec.t (id, w, v) VALUES ({id}, 99, 0)");
+        retry_not_ready(&mut c, &sql).await;
     }
     let _ = c.disconnect().await;
 }
