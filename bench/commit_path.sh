@@ -29,16 +29,7 @@ check_tools
 mkdir -p "$WORK/raw" "$WORK/logs"
 : >"$WORK/pids"
 : >"$WORK/manifest.tsv"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
-  [ $rc = 0 ] && rm -rf "$WORK/certus"
-  [ $rc = 0 ] || echo "bench: failed; logs are in $WORK" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_all_on_exit certus
 
 SB_COMMON=(--db-driver=mysql --mysql-user=$SB_USER --mysql-password=$SB_PASS --mysql-db=sbtest
   --tables=4 --table-size=10000 --auto_inc=off --rand-type=special --percentile=95

@@ -30,16 +30,7 @@ done
 [ -x "$CERTUS_BIN" ] || die "certus binary not found at $CERTUS_BIN"
 mkdir -p "$WORK/logs"
 : >"$WORK/pids"
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
-  [ $rc = 0 ] && rm -rf "$WORK/certus"
-  [ $rc = 0 ] || echo "bench: failed; logs are in $WORK" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_all_on_exit certus
 
 now() { python3 -c 'import time; print(f"{time.time():.3f}")'; }
 applied_on() { # node -> the backend's applied seqno

@@ -120,6 +120,24 @@ stop_all() {
 
 # Waits (bounded) until the query $SQL_PROBE prints the expected value; gives up at once if
 # the process $WAIT_PID (when set) has exited.
+# On exit: stops every process this run started; on success removes the named data dirs under
+# $WORK (unless BENCH_KEEP=1); on failure keeps everything and says where.
+stop_all_on_exit() { # data-dir names...
+  BENCH_DATA_DIRS=("$@")
+  trap _bench_exit EXIT
+  trap 'exit 130' INT TERM
+}
+_bench_exit() {
+  local rc=$? d
+  trap - EXIT INT TERM
+  stop_all
+  if [ $rc = 0 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
+    for d in "${BENCH_DATA_DIRS[@]}"; do rm -rf "${WORK:?}/$d"; done
+  fi
+  [ $rc = 0 ] || echo "bench: failed; raw output and logs are in $WORK" >&2
+  exit $rc
+}
+
 wait_sql() { # seconds expected description mariadb-args...
   local secs=$1 want=$2 what=$3; shift 3
   local got=""

@@ -61,19 +61,8 @@ mkdir -p "$WORK/raw" "$WORK/logs"
 : >"$WORK/pids"
 : >"$WORK/manifest.tsv"
 
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_all
-  # The data dirs are large; after a failure they stay, with every log, for diagnosis.
-  if [ $rc = 0 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then
-    rm -rf "$WORK/standalone" "$WORK/galera" "$WORK/certus"
-  fi
-  [ $rc = 0 ] || echo "bench: failed; raw output and logs are in $WORK" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# The data dirs are large; after a failure they stay, with every log, for diagnosis.
+stop_all_on_exit standalone galera certus
 check_tools
 
 # --db-ps-mode=disable (sysbench then sends text queries) for every system: certus refuses

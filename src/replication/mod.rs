@@ -334,6 +334,20 @@ fn is_primary(
     }
 }
 
+/// The leader this node knows of and its peer address, from the Raft membership.
+pub(crate) fn leader_and_addr(raft: &RaftNode) -> (Option<u64>, Option<String>) {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let leader = m.current_leader;
+    let addr = leader.and_then(|l| {
+        m.membership_config
+            .membership()
+            .get_node(&l)
+            .map(|n| n.addr.clone())
+    });
+    (leader, addr)
+}
+
 fn primary_probe(
     raft: &RaftNode,
     cfg: &ReplicationConfig,
@@ -524,18 +538,7 @@ impl Replication {
     pub async fn read_index(&self) -> Result<u64, ReadIndexError> {
         let deadline = tokio::time::Instant::now() + self.cfg.propose_timeout;
         loop {
-            let (leader, addr) = {
-                let m = self.raft.metrics();
-                let m = m.borrow();
-                let leader = m.current_leader;
-                let addr = leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| n.addr.clone())
-                });
-                (leader, addr)
-            };
+            let (leader, addr) = leader_and_addr(&self.raft);
             let result = match (leader, addr) {
                 (Some(l), _) if l == self.node_id.0 => server::local_read_index(&self.raft).await,
                 (Some(l), Some(addr)) => {

@@ -208,18 +208,7 @@ const ADMIN_REROUTE_PAUSE: Duration = Duration::from_millis(500);
 /// Runs a membership request on the leader: here when this node leads, otherwise forwarded
 /// once to the leader it knows.
 async fn route_admin(ctx: &ServerCtx, req: AdminRequest) -> Result<MembershipView, String> {
-    let (leader, leader_addr) = {
-        let m = ctx.raft.metrics();
-        let m = m.borrow();
-        let leader = m.current_leader;
-        let addr = leader.and_then(|l| {
-            m.membership_config
-                .membership()
-                .get_node(&l)
-                .map(|n| n.addr.clone())
-        });
-        (leader, addr)
-    };
+    let (leader, leader_addr) = super::leader_and_addr(&ctx.raft);
     match (leader, leader_addr) {
         _ if req.op == AdminOp::Show => Ok(membership::view(&ctx.raft)),
         (Some(l), _) if l == ctx.self_id => {
