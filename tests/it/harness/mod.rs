@@ -54,6 +54,30 @@ pub fn test_backend_options() -> Vec<String> {
 
 /// Returns false (after saying so) when the test must be skipped. Also turns on logs when
 /// RUST_LOG is set.
+/// A loopback listener on a port below the kernel's ephemeral range (32768 and up), so that
+/// after a node stops no outgoing connection can take its port before the node binds it again
+/// (a restart on the same ports). Ports come from a per-process walk of 20000..32000.
+pub fn stable_std_listener() -> std::net::TcpListener {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 400) * 30;
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20000 + (start + n) % 12000;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
+}
+
+/// [`stable_std_listener`] for tokio.
+pub async fn stable_listener() -> tokio::net::TcpListener {
+    let l = stable_std_listener();
+    l.set_nonblocking(true).expect("non-blocking listener");
+    tokio::net::TcpListener::from_std(l).expect("tokio listener")
+}
+
 pub fn mariadb_available() -> bool {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -117,12 +141,8 @@ fn build_template_in(root: &Path) -> Result<(), String> {
     let root = root.to_owned();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
-        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| e.to_string())?;
+        let listener = stable_listener().await;
+        let peers = stable_listener().await;
         let mut cfg = node_config(&root, 1);
         cfg.members = [(
             1,
@@ -199,9 +219,7 @@ impl TestNode {
     /// Starts one node from the template, with `tweak` applied to its config.
     pub async fn start_with(tweak: impl FnOnce(&mut certus::config::NodeConfig)) -> TestNode {
         let dir = Self::copy_template();
-        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let peers = stable_listener().await;
         let mut cfg = node_config(dir.path(), 1);
         cfg.members = [(1, peers.local_addr().expect("addr").to_string())].into();
         tweak(&mut cfg);
@@ -230,9 +248,7 @@ impl TestNode {
     /// for it to be ready.
     pub async fn start_joining(node_id: u64, members: &[&TestNode]) -> TestNode {
         let dir = Self::copy_template();
-        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let peers = stable_listener().await;
         let mut cfg = node_config(dir.path(), node_id);
         cfg.members = members
             .iter()
@@ -263,9 +279,7 @@ impl TestNode {
         cfg: certus::config::NodeConfig,
         peers: tokio::net::TcpListener,
     ) -> TestNode {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = stable_listener().await;
         let http = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -292,9 +306,7 @@ impl TestNode {
         if let Some(node) = this.node.take() {
             node.shutdown().await;
         }
-        let peers = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let peers = stable_listener().await;
         let mut cfg = this.cfg.clone();
         cfg.members = [(cfg.node_id, peers.local_addr().expect("addr").to_string())].into();
         let dir = tempfile::Builder::new()
@@ -381,9 +393,7 @@ impl TestNode {
             .await
             .expect("bind the member's peer address again");
         let listeners = certus::node::Listeners {
-            client: tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind"),
+            client: stable_listener().await,
             peer: peers,
             http: Some(
                 tokio::net::TcpListener::bind("127.0.0.1:0")

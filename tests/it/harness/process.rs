@@ -28,7 +28,8 @@ pub fn certus_bin() -> PathBuf {
 
 /// A loopback port nobody holds right now (certus binds it itself a moment later).
 fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    // Below the ephemeral range: nothing else takes it while the process restarts.
+    let l = super::stable_std_listener();
     l.local_addr().expect("local addr")
 }
 
