@@ -267,6 +267,17 @@ set_standalone_flush() { # 1|2
 
 # ---- certus -------------------------------------------------------------------------------------
 
+wait_serving() { # pid log what: until the node logs "node is serving" (120 s), or dies
+  local _
+  for _ in $(seq 1 240); do
+    grep -qs "node is serving" "$2" && return 0
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.5
+  done
+  grep -qs "node is serving" "$2" ||
+    { tail -20 "$2" >&2; die "$3 did not start (exited, or not serving after 120 s)"; }
+}
+
 certus_svc() { # node -> mariadb args for the node's backend, as its service account
   local d=$WORK/certus/n$1
   echo "-S $d/mariadb/mysqld.sock -u$(sed -n 's/^user=//p' "$d/service.cnf") -p$(sed -n 's/^password=//p' "$d/service.cnf")"
@@ -289,13 +300,7 @@ start_certus() {
       --cluster-secret "$CLUSTER_SECRET" "${opts[@]}" >"$WORK/logs/certus_n$i.log" 2>&1 &
     pid=$!
     remember_pid $pid "$WORK/certus/n$i"
-    for _ in $(seq 1 240); do
-      grep -qs "node is serving" "$WORK/logs/certus_n$i.log" && break
-      kill -0 $pid 2>/dev/null || break
-      sleep 0.5
-    done
-    grep -qs "node is serving" "$WORK/logs/certus_n$i.log" ||
-      { tail -20 "$WORK/logs/certus_n$i.log" >&2; die "certus n$i did not start (exited, or not serving after 120 s)"; }
+    wait_serving $pid "$WORK/logs/certus_n$i.log" "certus n$i"
   done
   # The node authenticates clients against its backend's own accounts, so the sysbench account
   # is created on every backend directly, as the service account.
@@ -329,13 +334,7 @@ start_certus_single() {
     >"$WORK/logs/certus_single.log" 2>&1 &
   local pid=$!
   remember_pid $pid "$WORK/certus/n4"
-  for _ in $(seq 1 240); do
-    grep -qs "node is serving" "$WORK/logs/certus_single.log" && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.5
-  done
-  grep -qs "node is serving" "$WORK/logs/certus_single.log" ||
-    { tail -20 "$WORK/logs/certus_single.log" >&2; die "one-node certus did not start"; }
+  wait_serving $pid "$WORK/logs/certus_single.log" "one-node certus"
   # shellcheck disable=SC2046
   mariadb $(certus_svc 4) -e "CREATE USER IF NOT EXISTS '$SB_USER'@'%' IDENTIFIED BY '$SB_PASS';
     GRANT ALL ON *.* TO '$SB_USER'@'%';"

@@ -4,8 +4,8 @@
 
 use crate::harness::process::ProcCluster;
 use crate::harness::{
-    self, require_mariadb, retry_not_ready, run_all, stderr, stdout, wait_backend_count,
-    TestCluster, TestNode,
+    self, connect_ready, require_mariadb, retry_not_ready, run_all, stderr, stdout,
+    wait_backend_count, TestCluster, TestNode,
 };
 use mysql_async::prelude::*;
 use std::collections::BTreeSet;
@@ -312,20 +312,7 @@ async fn full_cluster_crash_under_load_recovers_by_itself_without_bootstrap() {
 /// Inserts rows one by one; while the node is not Primary (an election after a crash) it
 /// refuses logins and statements with 1047 before running them, so those are retried.
 async fn insert_rows(opts: mysql_async::Opts, ids: std::ops::Range<i64>) {
-    let mut c = None;
-    for _ in 0..150 {
-        match mysql_async::Conn::new(opts.clone()).await {
-            Ok(conn) => {
-                c = Some(conn);
-                break;
-            }
-            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("connect: {e:?}"),
-        }
-    }
-    let mut c = c.expect("the node never took a login within 30 s");
+    let mut c = connect_ready(opts).await;
     for id in ids {
         let sql = format!("INSERT INTO rec.t (id, w, v) VALUES ({id}, 99, 0)");
         retry_not_ready(&mut c, &sql).await;

@@ -46,6 +46,21 @@ pub async fn retry_not_ready(conn: &mut mysql_async::Conn, sql: &str) {
     panic!("{sql}: node not ready for 20 s");
 }
 
+/// Logs in, retrying while the node refuses logins with 1047 (not Primary yet, e.g. during an
+/// election after a crash); any other error fails the test. Bounded: 30 s.
+pub async fn connect_ready(opts: mysql_async::Opts) -> mysql_async::Conn {
+    for _ in 0..150 {
+        match mysql_async::Conn::new(opts.clone()).await {
+            Ok(conn) => return conn,
+            Err(mysql_async::Error::Server(s)) if s.code == 1047 => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("connect: {e:?}"),
+        }
+    }
+    panic!("the node never took a login within 30 s");
+}
+
 /// CHECKSUM TABLE of `table` on each node's backend; `None` where it cannot be read.
 pub async fn checksums(nodes: &[TestNode], table: &str) -> Vec<Option<i64>> {
     let mut out = Vec::new();
