@@ -1,6 +1,6 @@
 //! Galera session semantics on three nodes with real MariaDB backends: the peer progress
 //! exchange, flow control, TOI result comparison, failing and concurrent DDL, strict mode,
-//! multi-statement batches, and the Python migrations/oslo.db programs.
+//! and the Python migrations/oslo.db programs.
 
 use crate::harness::{
     self, backend_count, require_mariadb, run_all, server_code, wait_backend_count, TestCluster,
@@ -506,45 +506,6 @@ async fn strict_mode_refuses_each_construct_and_permissive_gives_warnings() {
         assert_eq!(backend_count(n, "SELECT COUNT(*) FROM s.nopk").await, 2);
     }
     assert_all_consistent(&c);
-    c.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multi_statement_batches_with_transaction_control_or_ddl_are_refused_before_running() {
-    require_mariadb!();
-    let c = TestCluster::start(3).await;
-    let mut a = c
-        .node(0)
-        .admin_with(&[
-            "CREATE DATABASE ms",
-            "CREATE TABLE ms.t (id INT PRIMARY KEY)",
-        ])
-        .await;
-    for sql in [
-        "INSERT INTO ms.t VALUES (1); COMMIT",
-        "BEGIN; INSERT INTO ms.t VALUES (2)",
-        "INSERT INTO ms.t VALUES (3); CREATE TABLE ms.u (id INT PRIMARY KEY)",
-        "SET autocommit = 0; INSERT INTO ms.t VALUES (4)",
-        "INSERT INTO ms.t VALUES (5); ROLLBACK",
-    ] {
-        assert_refused(a.query_drop(sql).await, 1235, "multi-statement");
-    }
-    // A plain batch runs as one unit.
-    a.query_drop("INSERT INTO ms.t VALUES (6); INSERT INTO ms.t VALUES (7)")
-        .await
-        .unwrap();
-    c.converged("ms.t").await;
-    for n in &c.nodes {
-        assert_eq!(backend_count(n, "SELECT COUNT(*) FROM ms.t").await, 2);
-        assert_eq!(
-            backend_count(
-                n,
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'ms'"
-            )
-            .await,
-            1
-        );
-    }
     c.stop().await;
 }
 

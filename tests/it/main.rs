@@ -5,6 +5,7 @@ mod failover;
 mod galera;
 mod harness;
 mod membership;
+mod multi_statement;
 mod recovery;
 mod replication;
 mod sst;

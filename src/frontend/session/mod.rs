@@ -23,6 +23,9 @@ pub(crate) struct ClientIo {
     pub(crate) reader: PacketReader<OwnedReadHalf>,
     pub(crate) writer: PacketWriter<OwnedWriteHalf>,
     pub(crate) peer: std::net::SocketAddr,
+    /// While a split multi-statement batch runs: continues its sequence ids across statements
+    /// and flags every result but the last (`batch.rs`).
+    batch: Option<batch::BatchOut>,
 }
 
 impl ClientIo {
@@ -31,11 +34,28 @@ impl ClientIo {
             reader: PacketReader::new(r, 64 * 1024),
             writer: PacketWriter::new(w),
             peer,
+            batch: None,
         }
     }
 
+    /// Buffers one packet for the client (shaped for the running batch, if any); returns the
+    /// next sequence id.
+    pub(crate) async fn write(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
+        let Some(b) = self.batch.as_mut() else {
+            return self.writer.write(seq, payload).await;
+        };
+        let (seq, payload) = b.shape(payload);
+        let next = self.writer.write(seq, &payload).await?;
+        b.advance(next);
+        Ok(next)
+    }
+
+    pub(crate) async fn write_packet(&mut self, p: &Packet) -> std::io::Result<u8> {
+        self.write(p.seq, &p.payload).await
+    }
+
     pub(crate) async fn send(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<()> {
-        self.writer.write(seq, payload).await?;
+        self.write(seq, payload).await?;
         self.writer.flush().await
     }
 
@@ -66,6 +86,7 @@ enum End {
     Indeterminate(String),
 }
 
+mod batch;
 mod privilege;
 mod strict;
 mod txn;
@@ -92,6 +113,9 @@ pub(crate) struct Session {
     prepared: std::collections::HashMap<u32, Prepared>,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
+    /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
+    /// COM_SET_OPTION since).
+    multi_statements: bool,
 }
 
 /// A prepared statement, by the id the client was given.
@@ -183,6 +207,9 @@ impl Session {
             db,
             prepared: std::collections::HashMap::new(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
+            multi_statements: opts
+                .capabilities
+                .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
             fe,
         }
     }
@@ -289,7 +316,18 @@ impl Session {
                 self.last_gtid = None;
                 self.relay(&packet, Shape::Single).await.map(drop)
             }
-            cmd::PING | cmd::STATISTICS | cmd::DEBUG | cmd::SET_OPTION | cmd::STMT_RESET => {
+            cmd::SET_OPTION => {
+                if self.relay(&packet, Shape::Single).await? {
+                    // MYSQL_OPTION_MULTI_STATEMENTS_ON is 0, _OFF is 1.
+                    match packet.payload.get(1..3) {
+                        Some([0, 0]) => self.multi_statements = true,
+                        Some([1, 0]) => self.multi_statements = false,
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            cmd::PING | cmd::STATISTICS | cmd::DEBUG | cmd::STMT_RESET => {
                 self.relay(&packet, Shape::Single).await.map(drop)
             }
             cmd::PROCESS_KILL => self.process_kill(packet).await,
@@ -354,7 +392,6 @@ impl Session {
             let step = tracker.feed(&p.payload);
             self.note_unchanged_rows(&p.payload, tracker.status_offset());
             self.client
-                .writer
                 .write_packet(&p)
                 .await
                 .map_err(|e| End::ClientGone(e.to_string()))?;
@@ -389,8 +426,23 @@ impl Session {
         });
     }
 
-    /// COM_QUERY: statements that name connection ids are mapped; the rest is relayed.
+    /// COM_QUERY. A batch of several statements (CLIENT_MULTI_STATEMENTS) runs statement by
+    /// statement, as MariaDB runs it (`batch.rs`); one statement goes to `query_one`.
     async fn query(&mut self, packet: Packet) -> Result<(), End> {
+        let sql = packet.payload.get(1..).unwrap_or_default();
+        // Cheap filter first: without a `;` there is one statement.
+        if self.multi_statements && sql.contains(&b';') {
+            let ranges = statement::split(sql);
+            if ranges.len() > 1 {
+                return self.batch(packet, ranges).await;
+            }
+        }
+        self.query_one(packet).await
+    }
+
+    /// One statement of COM_QUERY: statements that name connection ids are mapped; the rest is
+    /// routed and relayed.
+    async fn query_one(&mut self, packet: Packet) -> Result<(), End> {
         let sql = packet.payload.get(1..).unwrap_or_default();
         if contains_ascii_ci(sql, b"kill") {
             let ranges = statement::split(sql);
@@ -553,9 +605,10 @@ impl Session {
         self.send_ok(packet.next_seq()).await
     }
 
-    /// A multi-statement COM_QUERY. Reads and writes run as one unit (inside the open
-    /// transaction, or as one autocommit write); transaction control and DDL inside a batch are
-    /// not split yet and are refused with a clear error.
+    /// Several statements in one COM_QUERY from a client without CLIENT_MULTI_STATEMENTS: the
+    /// backend refuses the text with a syntax error. Reads and writes are relayed as one unit
+    /// (so nothing escapes capture should the backend disagree with the splitter); transaction
+    /// control and DDL are refused here with a clear error.
     async fn multi_statement(
         &mut self,
         packet: Packet,
@@ -631,7 +684,6 @@ impl Session {
         }
         for (p, _) in &packets {
             self.client
-                .writer
                 .write_packet(p)
                 .await
                 .map_err(|e| End::ClientGone(e.to_string()))?;
@@ -875,7 +927,6 @@ impl Session {
         if !ok || packets.len() < header + 1 {
             for (p, _) in &packets {
                 self.client
-                    .writer
                     .write_packet(p)
                     .await
                     .map_err(|e| End::ClientGone(e.to_string()))?;
@@ -915,22 +966,13 @@ impl Session {
         let mut seq = packets[0].0.seq;
         let gone = |e: std::io::Error| End::ClientGone(e.to_string());
         for (p, _) in &packets[..header] {
-            seq = self
-                .client
-                .writer
-                .write(seq, &p.payload)
-                .await
-                .map_err(gone)?;
+            seq = self.client.write(seq, &p.payload).await.map_err(gone)?;
         }
         for r in &rows {
-            seq = self.client.writer.write(seq, r).await.map_err(gone)?;
+            seq = self.client.write(seq, r).await.map_err(gone)?;
         }
         if let Some((last, _)) = packets.last() {
-            self.client
-                .writer
-                .write(seq, &last.payload)
-                .await
-                .map_err(gone)?;
+            self.client.write(seq, &last.payload).await.map_err(gone)?;
         }
         self.client.writer.flush().await.map_err(gone)
     }

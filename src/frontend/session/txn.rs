@@ -427,7 +427,6 @@ impl Session {
                 }
             }
             self.client
-                .writer
                 .write_packet(&p)
                 .await
                 .map_err(|e| End::ClientGone(e.to_string()))?;
