@@ -94,6 +94,7 @@ impl Node {
         // Nothing is changed before these checks pass: grastate.dat, the Raft log, the cluster
         // uuid and what the reachable members say.
         let preflight = crate::recovery::preflight(&config).await?;
+        let inconsistent_before = crate::recovery::read_inconsistent(&config.data_dir)?;
         let (backend, owner): (Backend, BackendOwner) = match &config.backend {
             BackendConfig::Managed(m) => {
                 let (managed, backend) = backend::managed::Managed::start(
@@ -167,6 +168,17 @@ impl Node {
             &backend,
             registry.clone(),
             flow_control::FlowControl::new(config.fc_limit, config.fc_factor),
+            inconsistent_before.map(|reason| {
+                tracing::error!(
+                    "this node was Inconsistent before it stopped ({reason}); it refuses \
+                     clients until an operator repairs its backend and removes the marker {}",
+                    config
+                        .data_dir
+                        .join(crate::recovery::INCONSISTENT_FILE)
+                        .display()
+                );
+                format!("Inconsistent since before the restart: {reason}")
+            }),
         )
         .await
         {
@@ -184,6 +196,11 @@ impl Node {
             }
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(persist_inconsistent(
+            write_path.watch_inconsistent(),
+            config.data_dir.clone(),
+            cluster_uuid,
+        ));
         let status_source = status_source(
             &config,
             cluster_uuid,
@@ -364,6 +381,32 @@ impl Node {
                 "clean stop recorded in grastate.dat"
             ),
             Err(e) => tracing::error!("recording the clean stop: {e}"),
+        }
+    }
+}
+
+/// Makes the Inconsistent state durable the moment it is reached (grastate.dat and the marker,
+/// `recovery::mark_inconsistent`), so that a restart does not bring the node back Synced.
+async fn persist_inconsistent(
+    mut watch: watch::Receiver<Option<String>>,
+    data_dir: std::path::PathBuf,
+    uuid: uuid::Uuid,
+) {
+    loop {
+        let reason = watch.borrow_and_update().clone();
+        if let Some(reason) = reason {
+            // A node that came up Inconsistent already has its marker: keep the first reason.
+            if matches!(crate::recovery::read_inconsistent(&data_dir), Ok(Some(_))) {
+                return;
+            }
+            match crate::recovery::mark_inconsistent(&data_dir, uuid, &reason) {
+                Ok(()) => info!("Inconsistent state recorded in grastate.dat and its marker"),
+                Err(e) => tracing::error!("recording the Inconsistent state: {e}"),
+            }
+            return;
+        }
+        if watch.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -401,6 +401,7 @@ impl WritePath {
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
         flow: super::flow_control::FlowControl,
+        inconsistent_at_start: Option<String>,
     ) -> Result<WritePath, String> {
         let progress = Arc::new(super::progress::Progress::new(node, repl_cfg.members.len()));
         let sink = progress.clone();
@@ -437,7 +438,8 @@ impl WritePath {
             .await
             .map_err(|e| format!("applier: {e}"))?;
         let (applied, _) = watch::channel(start_applied);
-        let (inconsistent, _) = watch::channel(None);
+        // A node that was Inconsistent before its restart stays so (`recovery`'s marker).
+        let (inconsistent, _) = watch::channel(inconsistent_at_start);
         let shared = Arc::new(Shared {
             applied,
             inconsistent,
@@ -591,6 +593,11 @@ impl WritePath {
 
     pub(crate) fn inconsistent(&self) -> Option<String> {
         self.shared.inconsistent.borrow().clone()
+    }
+
+    /// Follows the Inconsistent state (so that it can be made durable).
+    pub(crate) fn watch_inconsistent(&self) -> watch::Receiver<Option<String>> {
+        self.shared.inconsistent.subscribe()
     }
 
     /// Whether this node is in the Primary component (a leader with quorum), as last sampled.

@@ -12,7 +12,14 @@
 //!   `safe_to_bootstrap: 0`;
 //! * after a clean stop: the backend's applied seqno, and `safe_to_bootstrap: 1` only on the
 //!   last member to leave (`replication::peer_info::last_to_leave`);
-//! * after a crash it still says `-1`: `certus recover` fills in the seqno.
+//! * after a crash it still says `-1`: `certus recover` fills in the seqno;
+//! * when the node becomes Inconsistent (an apply error, a TOI result the cluster does not
+//!   share): `seqno: -1`, `safe_to_bootstrap: 0`, and the marker file `inconsistent` next to it
+//!   (the reason, in words). Galera marks such a node as needing a full state transfer the same
+//!   way. While the marker exists every start brings the node up Inconsistent (it refuses
+//!   clients and applies nothing), a clean stop keeps `seqno: -1`, and `certus bootstrap`
+//!   refuses. Only an operator removes the marker, after repairing or re-provisioning the
+//!   backend (docs/operations.md).
 
 pub mod grastate;
 pub mod identity;
@@ -92,6 +99,53 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()
     drop(file);
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(&dir)?.sync_all()
+}
+
+/// The marker of a node that became Inconsistent, in its data dir (see the module header).
+pub const INCONSISTENT_FILE: &str = "inconsistent";
+
+fn inconsistent_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(INCONSISTENT_FILE)
+}
+
+/// The reason recorded by [`mark_inconsistent`], when the marker exists.
+pub fn read_inconsistent(data_dir: &Path) -> Result<Option<String>, RecoveryError> {
+    let path = inconsistent_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RecoveryError::Refused(format!(
+            "cannot read {}: {e}; refusing to start (nothing was changed)",
+            path.display()
+        ))),
+    }
+}
+
+/// Records, durably, that this node is Inconsistent: the marker with `reason` first, then
+/// grastate.dat with `seqno: -1` and `safe_to_bootstrap: 0`. A crash between the two leaves the
+/// marker, which is what every later start reads.
+pub(crate) fn mark_inconsistent(
+    data_dir: &Path,
+    uuid: Uuid,
+    reason: &str,
+) -> Result<(), RecoveryError> {
+    let path = inconsistent_path(data_dir);
+    let text = format!(
+        "{}\n# This node became Inconsistent: its backend no longer matches the cluster's log.\n\
+         # It refuses clients at every start while this file exists. Repair or re-provision the\n\
+         # backend, then delete this file (docs/operations.md, \"An Inconsistent node\").\n",
+        reason.replace('\n', " ")
+    );
+    write_file_atomic(&path, text.as_bytes())
+        .map_err(|e| RecoveryError::Refused(format!("cannot write {}: {e}", path.display())))?;
+    write_grastate(
+        data_dir,
+        &Grastate {
+            uuid,
+            seqno: None,
+            safe_to_bootstrap: false,
+        },
+    )
 }
 
 pub(crate) fn raft_dir(data_dir: &Path) -> PathBuf {
@@ -275,13 +329,21 @@ pub(crate) async fn mark_running(
     )
 }
 
-/// After a clean stop: the applied seqno (unknown: `-1`) and whether this node left last.
+/// After a clean stop: the applied seqno (unknown: `-1`) and whether this node left last. An
+/// Inconsistent node (its marker exists) keeps `seqno: -1` and `safe_to_bootstrap: 0`: its
+/// applied seqno says nothing about its data.
 pub(crate) fn mark_stopped(
     data_dir: &Path,
     uuid: Uuid,
     seqno: Option<Seqno>,
     last_to_leave: bool,
 ) -> Result<(), RecoveryError> {
+    let inconsistent = !matches!(read_inconsistent(data_dir), Ok(None));
+    let (seqno, last_to_leave) = if inconsistent {
+        (None, false)
+    } else {
+        (seqno, last_to_leave)
+    };
     write_grastate(
         data_dir,
         &Grastate {
@@ -326,5 +388,39 @@ mod join_tests {
             resolve_uuid(&reached, (None, Seqno::ZERO), &config(true)).unwrap(),
             learned
         );
+    }
+}
+
+#[cfg(test)]
+mod inconsistent_tests {
+    use super::*;
+
+    #[test]
+    fn an_inconsistent_node_keeps_seqno_minus_one_and_is_never_safe_to_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let uuid = Uuid::from_u128(7);
+        assert!(read_inconsistent(dir.path()).unwrap().is_none());
+        // A healthy clean stop records the seqno.
+        mark_stopped(dir.path(), uuid, Some(Seqno(5)), true).unwrap();
+        let g = read_grastate(dir.path()).unwrap().unwrap();
+        assert_eq!((g.seqno, g.safe_to_bootstrap), (Some(Seqno(5)), true));
+
+        mark_inconsistent(dir.path(), uuid, "applying seqno 6 failed:\nerror 1050").unwrap();
+        let reason = read_inconsistent(dir.path()).unwrap().unwrap();
+        assert!(
+            reason.starts_with("applying seqno 6 failed: error 1050"),
+            "{reason}"
+        );
+        let g = read_grastate(dir.path()).unwrap().unwrap();
+        assert_eq!((g.uuid, g.seqno, g.safe_to_bootstrap), (uuid, None, false));
+        // A clean stop afterwards, even as the last to leave, does not undo it.
+        mark_stopped(dir.path(), uuid, Some(Seqno(9)), true).unwrap();
+        let g = read_grastate(dir.path()).unwrap().unwrap();
+        assert_eq!((g.seqno, g.safe_to_bootstrap), (None, false));
+        // The operator removes the marker: clean stops record positions again.
+        std::fs::remove_file(dir.path().join(INCONSISTENT_FILE)).unwrap();
+        mark_stopped(dir.path(), uuid, Some(Seqno(9)), false).unwrap();
+        let g = read_grastate(dir.path()).unwrap().unwrap();
+        assert_eq!(g.seqno, Some(Seqno(9)));
     }
 }

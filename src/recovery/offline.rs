@@ -251,6 +251,14 @@ pub async fn bootstrap(
                 .into(),
         ));
     }
+    if let Some(reason) = super::read_inconsistent(&config.data_dir)? {
+        // Even with --force: a cluster rebuilt from data known to be wrong is never the way out.
+        return Err(RecoveryError::Refused(format!(
+            "refusing to bootstrap: this node is Inconsistent ({reason}); bootstrap from another \
+             node, or repair this node's backend and delete {} first",
+            config.data_dir.join(super::INCONSISTENT_FILE).display()
+        )));
+    }
     let grastate = read_grastate(&config.data_dir)?;
     let uuid = own_uuid(config, grastate.as_ref(), None)?;
     let me = position_of(&log, grastate.as_ref(), config.node_id);

@@ -4,6 +4,7 @@ mod client_edge;
 mod failover;
 mod galera;
 mod harness;
+mod inconsistent;
 mod membership;
 mod multi_statement;
 mod recovery;
