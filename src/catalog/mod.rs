@@ -3,6 +3,10 @@
 //! service account. Cached per table and reloaded after every schema change (TOI) or when a
 //! row event names a table the cache does not know. The binlog's own FULL metadata gives column
 //! names and the primary key only, and nothing about unique keys or foreign keys.
+//!
+//! Also cached the same way, for strict mode: the bodies of stored procedures (by name) and of
+//! the triggers on each table, each with the schema its unqualified names resolve in. CREATE and
+//! DROP of procedures and triggers are TOI, so the reload after every TOI keeps them current.
 
 use mysql_async::prelude::Queryable;
 use std::collections::HashMap;
@@ -67,10 +71,26 @@ impl Table {
 
 type TableKey = (String, String);
 
+/// Which stored-program bodies to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Programs {
+    /// The procedure of that name (none or one body).
+    Procedure,
+    /// Every trigger on that table.
+    TriggersOn,
+}
+
+/// Stored-program bodies: (schema their unqualified names resolve in, body text).
+pub(crate) type Bodies = Arc<Vec<(String, String)>>;
+
+/// A program cache key: what kind, in which schema, named (or on the table named) what.
+type ProgramKey = (Programs, String, String);
+
 /// The per-node cache of table facts.
 #[derive(Clone, Default)]
 pub(crate) struct Catalog {
     tables: Arc<RwLock<HashMap<TableKey, Arc<Table>>>>,
+    programs: Arc<RwLock<HashMap<ProgramKey, Bodies>>>,
 }
 
 impl Catalog {
@@ -84,6 +104,54 @@ impl Catalog {
         if let Ok(mut t) = self.tables.write() {
             t.clear();
         }
+        if let Ok(mut p) = self.programs.write() {
+            p.clear();
+        }
+    }
+
+    /// The cached bodies of `kind` named by (`schema`, `name`), if loaded since the last TOI.
+    pub(crate) fn cached_programs(
+        &self,
+        kind: Programs,
+        schema: &str,
+        name: &str,
+    ) -> Option<Bodies> {
+        let key = (kind, schema.to_owned(), name.to_owned());
+        self.programs.read().ok()?.get(&key).cloned()
+    }
+
+    /// The bodies of `kind` named by (`schema`, `name`), from the cache or loaded.
+    pub(crate) async fn programs(
+        &self,
+        conn: &mut mysql_async::Conn,
+        kind: Programs,
+        schema: &str,
+        name: &str,
+    ) -> Result<Bodies, mysql_async::Error> {
+        if let Some(b) = self.cached_programs(kind, schema, name) {
+            return Ok(b);
+        }
+        let key = (kind, schema.to_owned(), name.to_owned());
+        let sql = match kind {
+            Programs::Procedure => {
+                "SELECT ROUTINE_SCHEMA, ROUTINE_DEFINITION FROM information_schema.ROUTINES \
+                 WHERE ROUTINE_SCHEMA = ? AND ROUTINE_NAME = ? AND ROUTINE_TYPE = 'PROCEDURE'"
+            }
+            Programs::TriggersOn => {
+                "SELECT TRIGGER_SCHEMA, ACTION_STATEMENT FROM information_schema.TRIGGERS \
+                 WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?"
+            }
+        };
+        let rows: Vec<(String, Option<String>)> = conn.exec(sql, (schema, name)).await?;
+        let bodies: Bodies = Arc::new(
+            rows.into_iter()
+                .map(|(s, b)| (s, b.unwrap_or_default()))
+                .collect(),
+        );
+        if let Ok(mut p) = self.programs.write() {
+            p.insert(key, bodies.clone());
+        }
+        Ok(bodies)
     }
 
     /// Returns the table's facts, loading them if they are not cached.

@@ -672,6 +672,26 @@ impl WritePath {
         lookup(&self.catalog, &mut conn, schema, table).await
     }
 
+    /// Stored-program bodies (procedures, triggers) for strict mode, from the catalog.
+    pub(crate) async fn program_bodies(
+        &self,
+        kind: crate::catalog::Programs,
+        schema: &str,
+        name: &str,
+    ) -> Result<crate::catalog::Bodies, String> {
+        if let Some(b) = self.catalog.cached_programs(kind, schema, name) {
+            return Ok(b);
+        }
+        let mut conn = LazyConn {
+            pool: &self.pool,
+            conn: None,
+        };
+        self.catalog
+            .programs(conn.get().await?, kind, schema, name)
+            .await
+            .map_err(|e| format!("catalog: {e}"))
+    }
+
     pub(crate) async fn take_group(&self, gtid: Gtid) -> Result<CapturedGroup, CaptureError> {
         self.capture.take(gtid, CAPTURE_TIMEOUT).await
     }

@@ -2,7 +2,8 @@
 //! (`lexer`), the multi-statement splitter that keeps compound bodies whole (`split`), the
 //! classifier that tells the session layer whether a statement is a read, a write, transaction
 //! control, session state, TOI DDL, a strict-mode rejection, KILL or a prepared statement
-//! (`classify`), and the `CONNECTION_ID()` rewrite (`rewrite`).
+//! (`classify`), the `CONNECTION_ID()` rewrite (`rewrite`), and what a write statement or a
+//! stored-program body names for strict mode (`targets`, `program`).
 //!
 //! Everything here is pure: bytes in, facts out, no I/O, no session state, no policy. Input is
 //! `&[u8]` because COM_QUERY may carry non-UTF-8 text; no input makes these functions panic, and
@@ -17,6 +18,7 @@
 
 mod classify;
 mod lexer;
+mod program;
 mod rewrite;
 mod split;
 mod targets;
@@ -26,6 +28,7 @@ pub use classify::{
     classify, AdminKind, Assignment, Autocommit, Completion, Ddl, DdlKind, FlushKind, ObjectName,
     ReadKind, Rejection, SetTarget, Statement, TransactionScope, UserLockFunction, WriteKind,
 };
+pub use program::{call_target, dynamic_source, program_effects, DynamicSource, ProgramEffects};
 pub use rewrite::rewrite_connection_id;
 pub use split::split;
 pub use targets::write_targets;

@@ -4,8 +4,8 @@
 //!
 //! It reads keywords and names only, like `classify`; it owns no policy. A statement it cannot
 //! read yields no names (strict mode then does not refuse it: the write still replicates through
-//! row capture, so the only case missed is a write to a non-transactional table that a
-//! construct like CALL hides, documented in docs/galera-semantics.md).
+//! row capture). What CALL, triggers and dynamic SQL reach is followed by `program` and strict
+//! mode (docs/galera-semantics.md).
 
 use super::classify::ObjectName;
 use super::lexer::{ident_text, tokenize, Token, TokenKind};

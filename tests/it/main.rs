@@ -11,3 +11,4 @@ mod recovery;
 mod replication;
 mod sst;
 mod status;
+mod strict_programs;

@@ -111,6 +111,9 @@ pub(crate) struct Session {
     db: Option<Vec<u8>>,
     /// Prepared statements by backend id, and whether each may write.
     prepared: std::collections::HashMap<u32, Prepared>,
+    /// SQL-level prepared statements (`PREPARE name FROM ...`): their text by lower-cased name,
+    /// for strict mode to check at every EXECUTE.
+    sql_prepared: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
@@ -206,6 +209,7 @@ impl Session {
             last_gtid: Some(Vec::new()),
             db,
             prepared: std::collections::HashMap::new(),
+            sql_prepared: std::collections::HashMap::new(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
             multi_statements: opts
                 .capabilities
@@ -313,6 +317,7 @@ impl Session {
                 // Like a disconnect: the open transaction is rolled back.
                 self.rollback_xa().await?;
                 self.prepared.clear();
+                self.sql_prepared.clear();
                 self.last_gtid = None;
                 self.relay(&packet, Shape::Single).await.map(drop)
             }
@@ -488,6 +493,12 @@ impl Session {
             let fe = self.fe.clone();
             let db = self.db.clone();
             if let Some(e) = strict::strict_refusal(&fe, db.as_deref(), &writes).await {
+                return self.reply_error(&packet, &e).await;
+            }
+        }
+        // SQL-level PREPARE / EXECUTE / EXECUTE IMMEDIATE: the statement behind them is checked.
+        if let ([range], [(_, st)]) = (ranges.as_slice(), routes.as_slice()) {
+            if let Some(e) = self.dynamic_sql_refusal(st, &sql[range.clone()]).await? {
                 return self.reply_error(&packet, &e).await;
             }
         }
@@ -812,6 +823,8 @@ impl Session {
         self.backend = conn;
         self.shared.recovered();
         self.prepare_again().await?;
+        // SQL-level prepared statements died with the old connection.
+        self.sql_prepared.clear();
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
         self.client
             .send(seq, &ClientError::Deadlock.to_packet())
@@ -1060,6 +1073,7 @@ impl Session {
     async fn change_user(&mut self, packet: Packet) -> Result<(), End> {
         self.rollback_xa().await?;
         self.prepared.clear();
+        self.sql_prepared.clear();
         self.last_gtid = None;
         let Some(req) = parse_change_user(&packet.payload, self.opts.capabilities) else {
             self.reply_error(&packet, &ClientError::BadHandshake)

@@ -167,7 +167,10 @@ impl Session {
     }
 
     /// The first column of the first row of an internal query.
-    async fn internal_value(&mut self, sql: &str) -> Result<Result<Option<Vec<u8>>, Vec<u8>>, End> {
+    pub(super) async fn internal_value(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Option<Vec<u8>>, Vec<u8>>, End> {
         Ok(match self.internal(sql).await? {
             Internal::Rows(rows) => Ok(rows
                 .into_iter()
