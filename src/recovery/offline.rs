@@ -92,12 +92,22 @@ pub async fn recover(config: &NodeConfig) -> Result<RecoveredPosition, RecoveryE
         uuid,
         seqno: backend.1,
     };
+    // An Inconsistent node's applied seqno says nothing about its data: grastate.dat keeps -1.
+    let inconsistent = super::read_inconsistent(&config.data_dir)?;
+    if let Some(reason) = &inconsistent {
+        tracing::warn!(
+            "this node is Inconsistent ({reason}): grastate.dat keeps seqno -1 until its backend \
+             is re-provisioned and {} removed",
+            config.data_dir.join(super::INCONSISTENT_FILE).display()
+        );
+    }
     write_grastate(
         &config.data_dir,
         &Grastate {
             uuid,
-            seqno: Some(position.seqno),
-            safe_to_bootstrap: grastate.is_some_and(|g| g.safe_to_bootstrap),
+            seqno: Some(position.seqno).filter(|_| inconsistent.is_none()),
+            safe_to_bootstrap: inconsistent.is_none()
+                && grastate.is_some_and(|g| g.safe_to_bootstrap),
         },
     )?;
     Ok(position)

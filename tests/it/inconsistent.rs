@@ -87,6 +87,22 @@ async fn an_inconsistent_node_stays_out_after_a_restart_until_its_backend_is_rep
         g.contains("seqno:   -1") && g.contains("safe_to_bootstrap: 0"),
         "{g}"
     );
+    // `certus recover` prints the backend's position but leaves -1; bootstrap refuses, even
+    // with --force.
+    let cfg = c.node(2).config().clone();
+    let position = certus::recovery::recover(&cfg).await.unwrap();
+    assert!(position.seqno.0 > 0, "{position}");
+    let g = grastate(c.node(2));
+    assert!(
+        g.contains("seqno:   -1") && g.contains("safe_to_bootstrap: 0"),
+        "{g}"
+    );
+    let refused =
+        certus::recovery::bootstrap(&cfg, certus::recovery::BootstrapOptions { force: true })
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(refused.contains("Inconsistent"), "{refused}");
     c.nodes[2].resume().await;
     let reason = c.node(2).running().status().inconsistent;
     assert!(
