@@ -30,7 +30,7 @@ pub use classify::{
 };
 pub use program::{call_target, dynamic_source, program_effects, DynamicSource, ProgramEffects};
 pub use rewrite::rewrite_connection_id;
-pub use split::split;
+pub use split::{pieces, split, Piece};
 pub use targets::write_targets;
 
 #[cfg(test)]

@@ -81,6 +81,54 @@ pub fn split(sql: &[u8]) -> Vec<Range<usize>> {
     out
 }
 
+/// One part of a multi-statement text, as MariaDB runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A statement, as [`split`] gives it.
+    Statement(Range<usize>),
+    /// What MariaDB parses after a statement's `;` where [`split`] finds no statement: an empty
+    /// statement before another one (`SELECT 1;; SELECT 2`), which MariaDB refuses with 1064
+    /// and which ends the batch, or a tail holding comments (`SELECT 1; -- done`), which MariaDB
+    /// answers with an OK (1064 when it starts with another `;`). Trailing `;` and whitespace
+    /// alone get no answer. A leftover runs nothing: its first token is `;` (the parse fails
+    /// there) or it holds only comments. The range reaches to the end of the text (leading
+    /// whitespace skipped), as MariaDB's parser sees it, so that the answer is MariaDB's own.
+    Leftover(Range<usize>),
+}
+
+/// The statements of `sql` and, after them, the leftover MariaDB would answer too (see
+/// [`Piece`]); at most one leftover, always last.
+pub fn pieces(sql: &[u8]) -> Vec<Piece> {
+    let ranges = split(sql);
+    let mut out = Vec::with_capacity(ranges.len());
+    for (i, r) in ranges.iter().enumerate() {
+        out.push(Piece::Statement(r.clone()));
+        let gap_end = ranges.get(i + 1).map_or(sql.len(), |n| n.start);
+        let gap = sql.get(r.end..gap_end).unwrap_or_default();
+        // Between two statements there are only `;`, whitespace and comments.
+        let semicolons: Vec<Token> = Lexer::new(gap).collect();
+        if semicolons.is_empty() || !semicolons.iter().all(|t| t.is_punct(b';')) {
+            continue;
+        }
+        let after = r.end + semicolons[0].end;
+        let tail = sql.get(after..).unwrap_or_default();
+        let leftover = if i + 1 == ranges.len() {
+            // After the last statement MariaDB ignores further `;` and whitespace, and answers
+            // anything else, which can only be comments (OK, or 1064 for `;; -- c`).
+            !tail.iter().all(|b| b.is_ascii_whitespace() || *b == b';')
+        } else {
+            // An empty statement before the next one: 1064, and the batch stops there.
+            semicolons.len() > 1
+        };
+        if leftover {
+            let start = after + tail.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            out.push(Piece::Leftover(start..sql.len()));
+            break;
+        }
+    }
+    out
+}
+
 fn trim(sql: &[u8], mut start: usize, mut end: usize) -> Range<usize> {
     while start < end && sql.get(start).is_some_and(u8::is_ascii_whitespace) {
         start += 1;
@@ -302,6 +350,62 @@ fn finds_before_end(sql: &[u8], toks: Lexer<'_>, want: &str, budget: &mut usize)
         }
     }
     false
+}
+
+#[cfg(test)]
+mod pieces_tests {
+    use super::*;
+
+    fn texts(sql: &str) -> Vec<String> {
+        pieces(sql.as_bytes())
+            .into_iter()
+            .map(|p| match p {
+                Piece::Statement(r) => format!("S:{}", &sql[r]),
+                Piece::Leftover(r) => format!("L:{}", &sql[r]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leftovers_are_what_mariadb_answers_after_the_last_statement() {
+        assert_eq!(texts("SELECT 1"), ["S:SELECT 1"]);
+        assert_eq!(texts("SELECT 1;"), ["S:SELECT 1"]);
+        assert_eq!(texts("SELECT 1; \n"), ["S:SELECT 1"]);
+        assert_eq!(texts("SELECT 1; SELECT 2;"), ["S:SELECT 1", "S:SELECT 2"]);
+        // An empty statement: MariaDB stops there with 1064; nothing after it runs.
+        assert_eq!(texts("SELECT 1;; SELECT 2"), ["S:SELECT 1", "L:; SELECT 2"]);
+        // Trailing semicolons alone get no answer; with a comment they do.
+        assert_eq!(
+            texts("INSERT INTO t VALUES (1);; ;"),
+            ["S:INSERT INTO t VALUES (1)"]
+        );
+        assert_eq!(texts("SELECT 1;; -- c"), ["S:SELECT 1", "L:; -- c"]);
+        assert_eq!(texts("SELECT 1; -- c\n;"), ["S:SELECT 1", "L:-- c\n;"]);
+        assert_eq!(
+            texts("SELECT 1; /* c */; SELECT 2"),
+            ["S:SELECT 1", "L:/* c */; SELECT 2"]
+        );
+        // A tail of comments gets an OK of its own.
+        assert_eq!(texts("SELECT 1; -- done"), ["S:SELECT 1", "L:-- done"]);
+        assert_eq!(
+            texts("SELECT 1; SELECT 2; # x\n"),
+            ["S:SELECT 1", "S:SELECT 2", "L:# x\n"]
+        );
+        // A comment before a statement belongs to it; one after its last token, before no
+        // `;`, too.
+        assert_eq!(
+            texts("SELECT 1; /* c */ SELECT 2 -- end"),
+            ["S:SELECT 1", "S:/* c */ SELECT 2 -- end"]
+        );
+        // Semicolons inside quotes and compound bodies are no boundaries.
+        assert_eq!(
+            texts("SELECT ';;'; CREATE PROCEDURE p() BEGIN SELECT 1; END;"),
+            [
+                "S:SELECT ';;'",
+                "S:CREATE PROCEDURE p() BEGIN SELECT 1; END"
+            ]
+        );
+    }
 }
 
 #[cfg(test)]

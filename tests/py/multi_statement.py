@@ -25,6 +25,16 @@ BATCHES = [
     "SET autocommit = 0; INSERT INTO t VALUES (5); COMMIT; SET autocommit = 1",
     "SELECT 'x;y' AS `a;b` /* ; */; SELECT 1 -- ;\n; SELECT 2",
     "INSERT INTO t VALUES (6); SELEC 7; INSERT INTO t VALUES (8)",
+    # Empty statements and comment tails: 1064 and OK, as MariaDB's parser answers them.
+    "SELECT 1;; SELECT 2",
+    "INSERT INTO t VALUES (20);;",
+    "SELECT COUNT(*) FROM t WHERE id = 20",
+    "SELECT 1; -- trailing",
+    "SELECT 1; /* c */; SELECT 2",
+    "SELECT 1; SELECT 2; # x\n",
+    "SELECT 1;; -- c",
+    "SELECT 1; -- c\n;",
+    "SELECT 1; SELECT 2;;",
     "SELECT id FROM t ORDER BY id",
 ]
 

@@ -1,5 +1,7 @@
 //! Multi-statement COM_QUERY (CLIENT_MULTI_STATEMENTS), run the way MariaDB runs it: the batch
-//! is split into statements (`statement::split`, quote- and comment-aware), each statement goes
+//! is split into statements (`statement::pieces`, quote- and comment-aware; an empty statement or
+//! a tail of comments after the last one is answered by the backend as MariaDB answers it, 1064
+//! or OK, without running anything), each statement goes
 //! through the session's normal path (`Session::query_one`: BEGIN, COMMIT, SET autocommit, TOI
 //! DDL, capture of writes, strict mode, KILL, status rewrites), and the client reads one
 //! response made of every statement's result.
@@ -19,7 +21,7 @@ use crate::frontend::error::ClientError;
 use crate::protocol::command as cmd;
 use crate::protocol::response::{ResponseTracker, Shape, Step};
 use crate::protocol::Packet;
-use crate::statement::{self, Statement};
+use crate::statement::{self, Piece, Statement};
 use mysql_common::constants::StatusFlags;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -95,34 +97,47 @@ impl BatchOut {
 
 impl Session {
     /// Runs a batch of several statements (`ranges` of the query text) as one COM_QUERY.
-    pub(super) async fn batch(
-        &mut self,
-        packet: Packet,
-        ranges: Vec<Range<usize>>,
-    ) -> Result<(), End> {
+    pub(super) async fn batch(&mut self, packet: Packet, pieces: Vec<Piece>) -> Result<(), End> {
         let sql = packet.payload.get(1..).unwrap_or_default().to_vec();
         let (fe, db) = (self.fe.clone(), self.db.clone());
+        let ranges: Vec<Range<usize>> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Statement(r) => Some(r.clone()),
+                Piece::Leftover(_) => None,
+            })
+            .collect();
         if let Some(e) = refuse_up_front(&fe, db.as_deref(), &sql, &ranges).await {
             return self.reply_error(&packet, &e).await;
         }
         self.client.batch = Some(BatchOut::new(packet.next_seq(), self.deprecate_eof()));
-        let result = self.run_batch(&sql, &ranges).await;
+        let result = self.run_batch(&sql, &pieces).await;
         self.client.batch = None;
         result
     }
 
-    async fn run_batch(&mut self, sql: &[u8], ranges: &[Range<usize>]) -> Result<(), End> {
-        let last = ranges.len().saturating_sub(1);
-        for (i, r) in ranges.iter().enumerate() {
+    async fn run_batch(&mut self, sql: &[u8], pieces: &[Piece]) -> Result<(), End> {
+        let last = pieces.len().saturating_sub(1);
+        for (i, piece) in pieces.iter().enumerate() {
             if let Some(b) = self.client.batch.as_mut() {
                 b.start_statement(i < last);
             }
+            let r = match piece {
+                Piece::Statement(r) | Piece::Leftover(r) => r.clone(),
+            };
             let mut payload = Vec::with_capacity(r.len() + 1);
             payload.push(cmd::QUERY);
-            payload.extend_from_slice(&sql[r.clone()]);
+            payload.extend_from_slice(&sql[r]);
             // A new command on the backend connection: sequence id 0. The client's ids are
             // continued by `BatchOut`.
-            match self.query_one(Packet { seq: 0, payload }).await {
+            let request = Packet { seq: 0, payload };
+            let ran = match piece {
+                Piece::Statement(_) => self.query_one(request).await,
+                // Runs nothing (see `Piece`): the backend answers it as MariaDB would, its 1064
+                // for an empty statement included.
+                Piece::Leftover(_) => self.relay(&request, Shape::ResultSets).await.map(drop),
+            };
+            match ran {
                 Ok(()) => {}
                 Err(End::BackendGone(why)) if self.shared.is_victim() => {
                     // Brute-force aborted: this statement gets 1213 and the batch stops there.

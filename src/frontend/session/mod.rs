@@ -437,9 +437,9 @@ impl Session {
         let sql = packet.payload.get(1..).unwrap_or_default();
         // Cheap filter first: without a `;` there is one statement.
         if self.multi_statements && sql.contains(&b';') {
-            let ranges = statement::split(sql);
-            if ranges.len() > 1 {
-                return self.batch(packet, ranges).await;
+            let pieces = statement::pieces(sql);
+            if pieces.len() > 1 {
+                return self.batch(packet, pieces).await;
             }
         }
         self.query_one(packet).await
