@@ -373,6 +373,16 @@ impl Node {
             BackendOwner::Managed(m) => m.shutdown().await,
             BackendOwner::External(probe) => probe.abort(),
         }
+        // Inconsistent a moment before the stop: record it now if its watcher had no time to.
+        if let Some(reason) = self.frontend.write_path.inconsistent() {
+            if matches!(crate::recovery::read_inconsistent(&self.data_dir), Ok(None)) {
+                if let Err(e) =
+                    crate::recovery::mark_inconsistent(&self.data_dir, self.cluster_uuid, &reason)
+                {
+                    tracing::error!("recording the Inconsistent state: {e}");
+                }
+            }
+        }
         match crate::recovery::mark_stopped(&self.data_dir, self.cluster_uuid, seqno, last_to_leave)
         {
             Ok(()) => info!(
