@@ -13,7 +13,10 @@
 //! * **Write sets.** `BEGIN`; the Format_description event as `BINLOG` once per connection; one
 //!   `BINLOG '<base64>'` per source statement (smaller Annotate_rows copies on this node's
 //!   binlog than one big BINLOG, spike §2 f); `UPDATE certus.state SET applied_seqno = S`;
-//!   `COMMIT`. The seqno commits atomically with the data: exactly-once across crashes.
+//!   `COMMIT`. The seqno commits atomically with the data: exactly-once across crashes. These go
+//!   as multi-statement queries, each ending at a `BINLOG` ([`write_set_batches`]): the server
+//!   stops at the first failing statement, and the caller's `ROLLBACK` ends the open
+//!   transaction. That the state row exists is checked once per connection, not per write set.
 //! * **TOI.** DDL commits implicitly, so it cannot share a transaction with the seqno update:
 //!   the statement runs alone in autocommit with the origin's session context, and
 //!   `applied_seqno` is updated right after in its own autocommit statement. A crash between
@@ -111,6 +114,39 @@ struct SessionDefaults {
     character_set_results: Option<String>,
 }
 
+/// One write set as few multi-statement queries: `BEGIN`, the Format_description event when
+/// the connection has not seen it yet, one `BINLOG` per source statement, the applied seqno,
+/// `COMMIT`. A `BINLOG` statement only ever ends a query: MariaDB 10.11 answers it without the
+/// more-results flag, so whatever followed it in the same query would reach the driver as
+/// packets it did not expect. One source statement costs two round trips, not four.
+fn write_set_batches<S: AsRef<[u8]>>(
+    seqno: Seqno,
+    fd: Option<&[u8]>,
+    statements: &[S],
+) -> Vec<String> {
+    let mut queries = Vec::with_capacity(statements.len() + 2);
+    let mut pending = String::from("BEGIN");
+    for events in fd.into_iter().chain(statements.iter().map(AsRef::as_ref)) {
+        let binlog = binlog_statement(events);
+        let mut sql = std::mem::take(&mut pending);
+        if !sql.is_empty() {
+            sql.push(';');
+        }
+        sql.push_str(&binlog);
+        queries.push(sql);
+    }
+    let finish = format!(
+        "UPDATE certus.state SET applied_seqno = {} WHERE id = 1;COMMIT",
+        seqno.0
+    );
+    if pending.is_empty() {
+        queries.push(finish);
+    } else {
+        queries.push(format!("{pending};{finish}"));
+    }
+    queries
+}
+
 /// `BINLOG '<base64>'` for one event sequence. Base64's alphabet needs no escaping in a
 /// single-quoted literal.
 pub fn binlog_statement(events: &[u8]) -> String {
@@ -159,6 +195,8 @@ impl Applier {
             },
         };
         applier.setup_session().await?;
+        // Write sets record their seqno with an UPDATE whose match count they do not read.
+        applier.applied_seqno().await?;
         type Defaults = (String, String, String, String, Option<String>);
         let row: Option<Defaults> = applier
             .conn
@@ -222,19 +260,12 @@ impl Applier {
         seqno: Seqno,
         statements: &[S],
     ) -> Result<(), ApplyError> {
-        self.run("BEGIN", "BEGIN").await?;
-        if !self.fd_sent {
-            let sql = binlog_statement(&self.fd);
-            self.run(&sql, "replaying the Format_description event")
-                .await?;
-            self.fd_sent = true;
+        let fd = (!self.fd_sent).then_some(self.fd.clone());
+        for sql in write_set_batches(seqno, fd.as_deref(), statements) {
+            self.run(&sql, "replaying a write set").await?;
         }
-        for stmt in statements {
-            let sql = binlog_statement(stmt.as_ref());
-            self.run(&sql, "replaying a row event statement").await?;
-        }
-        self.set_applied_seqno(seqno).await?;
-        self.run("COMMIT", "COMMIT").await
+        self.fd_sent = true;
+        Ok(())
     }
 
     async fn set_applied_seqno(&mut self, seqno: Seqno) -> Result<(), ApplyError> {
@@ -371,6 +402,25 @@ mod tests;
 #[cfg(test)]
 mod unit {
     use super::*;
+
+    #[test]
+    fn a_write_set_is_one_transaction_in_few_queries() {
+        let sql = super::write_set_batches(crate::ids::Seqno(7), Some(&[1][..]), &[[2u8], [3u8]]);
+        assert_eq!(
+            sql,
+            [
+                "BEGIN;BINLOG 'AQ=='",
+                "BINLOG 'Ag=='",
+                "BINLOG 'Aw=='",
+                "UPDATE certus.state SET applied_seqno = 7 WHERE id = 1;COMMIT"
+            ]
+        );
+        let sql = super::write_set_batches::<[u8; 1]>(crate::ids::Seqno(8), None, &[]);
+        assert_eq!(
+            sql,
+            ["BEGIN;UPDATE certus.state SET applied_seqno = 8 WHERE id = 1;COMMIT"]
+        );
+    }
 
     #[test]
     fn binlog_statement_is_single_quoted_standard_base64() {

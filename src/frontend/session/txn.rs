@@ -93,6 +93,21 @@ pub(super) enum Internal {
     Err(Vec<u8>),
 }
 
+impl Internal {
+    /// The first column of the first row, or the statement's error.
+    fn first_value(self) -> Result<Option<Vec<u8>>, Vec<u8>> {
+        match self {
+            Internal::Rows(rows) => Ok(rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .flatten()),
+            Internal::Ok => Ok(None),
+            Internal::Err(e) => Err(e),
+        }
+    }
+}
+
 /// Text-protocol row: each column a length-encoded string or 0xFB for NULL.
 fn parse_text_row(p: &[u8]) -> Vec<Option<Vec<u8>>> {
     let mut out = Vec::new();
@@ -141,10 +156,40 @@ impl Session {
 
     /// Runs a statement of the node's own on the session's backend connection.
     pub(super) async fn internal(&mut self, sql: &str) -> Result<Internal, End> {
-        let mut payload = vec![cmd::QUERY];
-        payload.extend_from_slice(sql.as_bytes());
-        let request = Packet { seq: 0, payload };
-        let (response, ok) = self.relay_buffered(&request, Shape::ResultSets).await?;
+        let [reply] = self.internal_pipelined([sql]).await?;
+        Ok(reply)
+    }
+
+    /// Runs statements of the node's own back to back: all are sent before the first reply is
+    /// read, so together they cost one round trip. The server still runs each on its own, in
+    /// order, whatever the earlier ones returned; callers pipeline only statements for which
+    /// that is right (a failed `XA END` makes the `XA PREPARE` after it fail too).
+    pub(super) async fn internal_pipelined<const N: usize>(
+        &mut self,
+        sqls: [&str; N],
+    ) -> Result<[Internal; N], End> {
+        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
+        for sql in sqls {
+            let mut payload = Vec::with_capacity(1 + sql.len());
+            payload.push(cmd::QUERY);
+            payload.extend_from_slice(sql.as_bytes());
+            self.backend
+                .writer
+                .write_packet(&Packet { seq: 0, payload })
+                .await
+                .map_err(gone)?;
+        }
+        self.backend.writer.flush().await.map_err(gone)?;
+        let mut replies = [(); N].map(|()| Internal::Ok);
+        for reply in replies.iter_mut() {
+            *reply = self.read_internal().await?;
+        }
+        Ok(replies)
+    }
+
+    /// The reply to one statement of the node's own.
+    async fn read_internal(&mut self) -> Result<Internal, End> {
+        let (response, ok) = self.read_buffered(Shape::ResultSets).await?;
         let mut packets: Vec<Vec<u8>> = response.into_iter().map(|(p, _)| p.payload).collect();
         if !ok {
             return Ok(Internal::Err(packets.pop().unwrap_or_default()));
@@ -171,28 +216,34 @@ impl Session {
         &mut self,
         sql: &str,
     ) -> Result<Result<Option<Vec<u8>>, Vec<u8>>, End> {
-        Ok(match self.internal(sql).await? {
-            Internal::Rows(rows) => Ok(rows
-                .into_iter()
-                .next()
-                .and_then(|r| r.into_iter().next())
-                .flatten()),
-            Internal::Ok => Ok(None),
-            Internal::Err(e) => Err(e),
-        })
+        Ok(self.internal(sql).await?.first_value())
     }
 
     /// Opens an XA transaction. `last_seen` is read first: the snapshot is at least that new.
     pub(super) async fn start_xa(&mut self) -> Result<Result<(), Vec<u8>>, End> {
-        if self.last_gtid.is_none() {
-            match self.internal_value("SELECT @@last_gtid").await? {
-                Ok(v) => self.last_gtid = Some(v.unwrap_or_default()),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
         let last_seen = self.fe.write_path.last_applied();
         let xid = self.new_xid();
-        match self.internal(&format!("XA START '{xid}'")).await? {
+        let start = format!("XA START '{xid}'");
+        let started = if self.last_gtid.is_none() {
+            // The baseline for "did it write anything" rides along with the XA START.
+            let [gtid, started] = self
+                .internal_pipelined(["SELECT @@last_gtid", &start])
+                .await?;
+            match gtid.first_value() {
+                Ok(v) => self.last_gtid = Some(v.unwrap_or_default()),
+                Err(e) => {
+                    if !matches!(started, Internal::Err(_)) {
+                        let _ = self.internal(&format!("XA END '{xid}'")).await?;
+                        let _ = self.internal(&format!("XA ROLLBACK '{xid}'")).await?;
+                    }
+                    return Ok(Err(e));
+                }
+            }
+            started
+        } else {
+            self.internal(&start).await?
+        };
+        match started {
             Internal::Err(e) => Ok(Err(e)),
             _ => {
                 self.txn = Some(super::txn::Txn {
@@ -209,8 +260,9 @@ impl Session {
     /// Rolls the open XA transaction back (ROLLBACK, or a session reset).
     pub(super) async fn rollback_xa(&mut self) -> Result<(), End> {
         if let Some(txn) = self.txn.take() {
-            let _ = self.internal(&format!("XA END '{}'", txn.xid)).await?;
-            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
+            let end = format!("XA END '{}'", txn.xid);
+            let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+            let _ = self.internal_pipelined([&end, &rollback]).await?;
         }
         Ok(())
     }
@@ -221,14 +273,15 @@ impl Session {
             return Ok(Ok(()));
         };
         let started = StageTimer::start();
-        if let Internal::Err(e) = self.internal(&format!("XA END '{}'", txn.xid)).await? {
-            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
-            return Ok(Err(Refusal::Backend(e)));
-        }
         if !txn.wrote {
             // Nothing that could write ran: nothing to replicate.
-            let _ = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await?;
-            return Ok(Ok(()));
+            let end = format!("XA END '{}'", txn.xid);
+            let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+            let [ended, _] = self.internal_pipelined([&end, &rollback]).await?;
+            return Ok(match ended {
+                Internal::Err(e) => Err(Refusal::Backend(e)),
+                _ => Ok(()),
+            });
         }
         if !self.shared.begin_commit() {
             // A brute-force abort is killing this connection: never prepare now.
@@ -265,15 +318,18 @@ impl Session {
         // under contention (tests/py/oslo_counter.py, about one run in two); keep this order.
         let latency = self.fe.write_path.shared.latency.clone();
         let timer = StageTimer::start();
-        let rolled_back = self.internal(&format!("XA ROLLBACK '{}'", txn.xid)).await;
+        // The rollback writes its own binlog group, which moves @@last_gtid: the next
+        // transaction's baseline is read right after it, in the same round trip.
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+        let replies = self
+            .internal_pipelined([&rollback, "SELECT @@last_gtid"])
+            .await;
         self.shared.end_commit();
-        let rolled_back = rolled_back?;
+        let [rolled_back, gtid] = replies?;
         timer.stop(&latency, Stage::Release);
-        // The rollback wrote its own binlog group, which moved @@last_gtid: the next
-        // transaction's baseline is read now.
         self.last_gtid = None;
         if !matches!(rolled_back, Internal::Err(_)) {
-            if let Ok(v) = self.internal_value("SELECT @@last_gtid").await? {
+            if let Ok(v) = gtid.first_value() {
                 self.last_gtid = Some(v.unwrap_or_default());
             }
         }
@@ -318,9 +374,9 @@ impl Session {
         }
     }
 
-    /// XA PREPARE, read the GTID, take the group from the binlog. The group comes back with
-    /// the XA transaction still prepared (the caller rolls it back); on every other path it
-    /// has been rolled back here.
+    /// XA END, XA PREPARE and the GTID read in one round trip, then the group from the binlog.
+    /// The group comes back with the XA transaction still prepared (the caller rolls it back);
+    /// on every other path it has been rolled back here.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
@@ -328,12 +384,20 @@ impl Session {
     ) -> Result<Result<Captured, Refusal>, End> {
         let latency = self.fe.write_path.shared.latency.clone();
         let rollback = format!("XA ROLLBACK '{}'", txn.xid);
-        if let Internal::Err(e) = self.internal(&format!("XA PREPARE '{}'", txn.xid)).await? {
-            // A failed PREPARE has rolled the transaction back already; make sure.
-            let _ = self.internal(&rollback).await?;
-            return Ok(Err(Refusal::Backend(e)));
+        let end = format!("XA END '{}'", txn.xid);
+        let prepare = format!("XA PREPARE '{}'", txn.xid);
+        let [ended, prepared, gtid] = self
+            .internal_pipelined([&end, &prepare, "SELECT @@last_gtid"])
+            .await?;
+        // A failed END fails the PREPARE after it; a failed PREPARE has rolled the transaction
+        // back already. Either way, make sure.
+        for reply in [ended, prepared] {
+            if let Internal::Err(e) = reply {
+                let _ = self.internal(&rollback).await?;
+                return Ok(Err(Refusal::Backend(e)));
+            }
         }
-        let gtid = match self.internal_value("SELECT @@last_gtid").await? {
+        let gtid = match gtid.first_value() {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
                 let _ = self.internal(&rollback).await?;
@@ -395,6 +459,14 @@ impl Session {
         shape: Shape,
     ) -> Result<(Vec<(Packet, Option<usize>)>, bool), End> {
         self.forward_only(request).await?;
+        self.read_buffered(shape).await
+    }
+
+    /// Reads one whole response from the backend and keeps it.
+    async fn read_buffered(
+        &mut self,
+        shape: Shape,
+    ) -> Result<(Vec<(Packet, Option<usize>)>, bool), End> {
         let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
         let mut packets = Vec::new();
         loop {
