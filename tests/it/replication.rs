@@ -535,6 +535,13 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
         .unwrap()
         .unwrap();
     let kept = b.prep("UPDATE bf.t SET v = ? WHERE id = 2").await.unwrap();
+    // B's session settings, which must survive the abort (oslo.db sessions turn autocommit off
+    // once and never send BEGIN).
+    b.query_drop("SET @marker = 42").await.unwrap();
+    b.query_drop("SET SESSION sql_mode = 'ANSI_QUOTES'")
+        .await
+        .unwrap();
+    b.query_drop("SET autocommit = 0").await.unwrap();
     // B holds the row lock in a long transaction that has not reached COMMIT.
     b.query_drop("BEGIN").await.unwrap();
     b.query_drop("UPDATE bf.t SET v = 2 WHERE id = 1")
@@ -559,7 +566,13 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
         .await
         .unwrap_err();
     assert!(is_deadlock(&e), "{e:?}");
-    // The session goes on, its prepared statements too, and the counter moved.
+    // The session goes on with the settings it made, its prepared statements too, and the
+    // counter moved.
+    let kept_settings: Option<(u8, Option<i64>, String)> = b
+        .query_first("SELECT @@autocommit, @marker, @@sql_mode")
+        .await
+        .unwrap();
+    assert_eq!(kept_settings, Some((0, Some(42), "ANSI_QUOTES".into())));
     b.query_drop("SELECT 1").await.unwrap();
     b.exec_drop(&kept, (5,)).await.unwrap();
     let after: (String, String) = b

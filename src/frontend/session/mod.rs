@@ -114,6 +114,10 @@ pub(crate) struct Session {
     /// SQL-level prepared statements (`PREPARE name FROM ...`): their text by lower-cased name,
     /// for strict mode to check at every EXECUTE.
     sql_prepared: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// The session's own settings (successful `SET` statements of session system variables,
+    /// user variables, `NAMES`, `CHARACTER SET`), replayed on a new backend connection after a
+    /// brute-force abort, so the client keeps the session it set up.
+    settings: SessionSettings,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
@@ -210,6 +214,7 @@ impl Session {
             db,
             prepared: std::collections::HashMap::new(),
             sql_prepared: std::collections::HashMap::new(),
+            settings: SessionSettings::default(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
             multi_statements: opts
                 .capabilities
@@ -318,6 +323,7 @@ impl Session {
                 self.rollback_xa().await?;
                 self.prepared.clear();
                 self.sql_prepared.clear();
+                self.settings.clear();
                 self.last_gtid = None;
                 self.relay(&packet, Shape::Single).await.map(drop)
             }
@@ -550,8 +556,12 @@ impl Session {
             Route::Pass | Route::SetAutocommit => {
                 let ok = self.relay(&packet, Shape::ResultSets).await?;
                 if ok {
-                    if let Statement::Use { db } = st {
-                        self.db = Some(db.clone());
+                    match st {
+                        Statement::Use { db } => self.db = Some(db.clone()),
+                        Statement::Set(assignments) => self
+                            .settings
+                            .remember(assignments, packet.payload.get(1..).unwrap_or_default()),
+                        _ => {}
                     }
                 }
                 Ok(())
@@ -822,6 +832,7 @@ impl Session {
         self.fe.registry.set_thread(&self.shared, conn.thread_id);
         self.backend = conn;
         self.shared.recovered();
+        self.restore_settings().await?;
         self.prepare_again().await?;
         // SQL-level prepared statements died with the old connection.
         self.sql_prepared.clear();
@@ -830,6 +841,34 @@ impl Session {
             .send(seq, &ClientError::Deadlock.to_packet())
             .await
             .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// Replays the session's settings on a new backend connection, then the autocommit mode
+    /// the client last had. Without this an oslo.db session (autocommit off once, no BEGIN)
+    /// silently became an autocommit session after its first 1213: its SELECT ran outside any
+    /// transaction and its UPDATE as an autocommit write whose snapshot came after that read,
+    /// so certification could not see the conflict (lost updates; docs/jepsen.md, finding 5).
+    async fn restore_settings(&mut self) -> Result<(), End> {
+        let autocommit = self.status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+        for sql in self.settings.statements() {
+            let text = String::from_utf8_lossy(&sql).into_owned();
+            if let txn::Internal::Err(e) = self.internal(&text).await? {
+                // The same statement succeeded on the old connection; say so, keep going.
+                tracing::warn!(
+                    session = self.id.0,
+                    error = %String::from_utf8_lossy(e.get(3..).unwrap_or_default()),
+                    "a session setting could not be restored after a brute-force abort"
+                );
+            }
+        }
+        let mode = if autocommit { 1 } else { 0 };
+        if let txn::Internal::Err(e) = self.internal(&format!("SET autocommit = {mode}")).await? {
+            return Err(End::BackendGone(format!(
+                "restoring autocommit after a brute-force abort: {}",
+                String::from_utf8_lossy(e.get(3..).unwrap_or_default())
+            )));
+        }
+        Ok(())
     }
 
     /// The node's wsrep variables as (name, SHOW text, SQL literal).
@@ -1074,6 +1113,7 @@ impl Session {
         self.rollback_xa().await?;
         self.prepared.clear();
         self.sql_prepared.clear();
+        self.settings.clear();
         self.last_gtid = None;
         let Some(req) = parse_change_user(&packet.payload, self.opts.capabilities) else {
             self.reply_error(&packet, &ClientError::BadHandshake)
@@ -1256,6 +1296,41 @@ impl ClientIo {
 mod tests {
     use super::*;
 
+    fn set(sql: &str) -> Vec<crate::statement::Assignment> {
+        match crate::statement::classify(sql.as_bytes()) {
+            Statement::Set(a) => a,
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn session_settings_keep_session_assignments_in_order_once_each() {
+        let mut s = SessionSettings::default();
+        for sql in [
+            "SET autocommit = 0",
+            "SET @x = 1",
+            "SET GLOBAL max_connections = 10",
+            "SET NAMES utf8mb4",
+            "SET autocommit = 0",
+        ] {
+            s.remember(&set(sql), sql.as_bytes());
+        }
+        let kept: Vec<String> = s
+            .statements()
+            .into_iter()
+            .map(|b| String::from_utf8(b).unwrap())
+            .collect();
+        assert_eq!(kept, ["SET @x = 1", "SET NAMES utf8mb4", "SET autocommit = 0"]);
+        for i in 0..SessionSettings::MAX + 5 {
+            let sql = format!("SET @v{i} = {i}");
+            s.remember(&set(&sql), sql.as_bytes());
+        }
+        assert_eq!(s.statements().len(), SessionSettings::MAX);
+        assert_eq!(s.statements()[0], b"SET @v5 = 5");
+        s.clear();
+        assert!(s.statements().is_empty());
+    }
+
     #[test]
     fn kill_statements_are_recognised_even_when_unparseable() {
         assert!(is_kill(b"KILL 5"));
@@ -1290,5 +1365,41 @@ mod tests {
         for cut in 1..9 {
             assert!(parse_change_user(&p[..cut], caps).is_none(), "cut at {cut}");
         }
+    }
+}
+
+/// The `SET` statements a session ran successfully, to replay on a new backend connection.
+/// Global assignments are not the session's and are left out; a statement repeated verbatim
+/// keeps only its latest position. Bounded: a session that sets more than [`Self::MAX`]
+/// distinct statements loses its oldest ones on a brute-force abort.
+#[derive(Default)]
+struct SessionSettings {
+    statements: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl SessionSettings {
+    const MAX: usize = 256;
+
+    fn remember(&mut self, assignments: &[crate::statement::Assignment], text: &[u8]) {
+        use crate::statement::SetTarget;
+        if assignments
+            .iter()
+            .all(|a| matches!(a.target, SetTarget::Global(_)))
+        {
+            return;
+        }
+        self.statements.retain(|s| s.as_slice() != text);
+        if self.statements.len() == Self::MAX {
+            self.statements.pop_front();
+        }
+        self.statements.push_back(text.to_vec());
+    }
+
+    fn statements(&self) -> Vec<Vec<u8>> {
+        self.statements.iter().cloned().collect()
+    }
+
+    fn clear(&mut self) {
+        self.statements.clear();
     }
 }
