@@ -255,10 +255,11 @@ async fn run_on(
     let deadline = start + config.time_limit;
     let mut clients = Vec::new();
     for (w, recorder) in &workloads {
-        let stride = (endpoints.len() * config.clients_per_node) as u64;
+        let per_node = config.clients_per_node * w.kind.sessions_per_client();
+        let stride = (endpoints.len() * per_node) as u64;
         let mut first_process = 0u64;
         for endpoint in endpoints {
-            for _ in 0..config.clients_per_node {
+            for _ in 0..per_node {
                 clients.push(tokio::spawn(client_loop(ClientCtx {
                     workload: w.clone(),
                     recorder: recorder.clone(),

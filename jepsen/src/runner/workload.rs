@@ -126,6 +126,19 @@ impl WorkloadKind {
         }
     }
 
+    /// Sessions per node for each of `--clients-per-node`. oslo-counter runs three, as
+    /// tests/py/oslo_counter.py does (an OpenStack service runs several workers per node):
+    /// the lost updates it exists to catch needed concurrent sessions on one node.
+    pub(crate) fn sessions_per_client(self) -> usize {
+        match self {
+            WorkloadKind::OsloCounter => 3,
+            WorkloadKind::Bank
+            | WorkloadKind::ListAppend
+            | WorkloadKind::Counter
+            | WorkloadKind::Set => 1,
+        }
+    }
+
     /// Statements every client connection of this workload runs once, right after connecting.
     /// oslo.db's engines (through PyMySQL and SQLAlchemy) turn autocommit off once per
     /// connection; every later statement then runs inside an implicit transaction.
