@@ -31,8 +31,13 @@ impl GaleraNode {
         self.dir.join("my.cnf")
     }
 
-    /// The node's mariadbd from its pid file, only if its command line is this node's.
+    /// The node's mariadbd: the one this runner restarted, else the one in its pid file
+    /// (only if its command line is this node's). A restarted joiner writes its pid file only
+    /// once its state transfer is done, so the child comes first.
     fn pid(&self) -> Option<u32> {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            return Some(pid);
+        }
         let text = std::fs::read_to_string(self.dir.join("mysqld.pid")).ok()?;
         let pid: u32 = text.trim().parse().ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
