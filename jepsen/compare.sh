@@ -61,6 +61,7 @@ start_galera
 endpoints="127.0.0.1:$(g_port 1),127.0.0.1:$(g_port 2),127.0.0.1:$(g_port 3)"
 galera_rc=0
 log "Galera: certus-jepsen run ${common[*]}"
+log "(bash reports each mariadbd the nemesis kills -9 as 'Killed': that is the fault, not an error)"
 nice -n 10 "$JEPSEN_BIN" run --endpoints "$endpoints" --galera-dir "$WORK/galera" \
   --user "$SB_USER" --password "$SB_PASS" --out "$WORK/out-galera" "${common[@]}" \
   | tee "$WORK/logs/galera-run.txt" || galera_rc=$?

@@ -158,6 +158,11 @@ impl WorkloadKind {
 const OSLO_ATTEMPTS: u32 = 10;
 const OSLO_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 const OSLO_MAX_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// The application's own work between its UPDATE (SQLAlchemy's flush) and COMMIT. The row lock
+/// is held meanwhile, so a write set from another node that the applier must apply to the row
+/// brute-force aborts the session: finding 5 needed such aborts, and with no think time a
+/// one-minute run saw too few of them to show it.
+const OSLO_THINK_TIME: Duration = Duration::from_millis(3);
 
 /// What an operation came to when the database answered without an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,6 +471,7 @@ async fn oslo_attempt(conn: &mut Conn, delta: i64, phase: &mut Phase) -> Result<
         &format!("UPDATE {SCHEMA}.oslo_counters SET v = {next} WHERE id = 0"),
     )
     .await?;
+    tokio::time::sleep(OSLO_THINK_TIME).await;
     *phase = Phase::Commit;
     exec(conn, "COMMIT").await?;
     Ok(Done::Incremented {
