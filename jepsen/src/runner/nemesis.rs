@@ -1,7 +1,9 @@
 //! The nemesis: a seeded schedule of faults, and its execution against the cluster.
 //!
 //! Owns which fault happens when and to whom (a pure function of the seed, so a failing run
-//! can be replayed), and the start and heal of each fault. It must not touch clients or judge
+//! can be replayed; leader faults resolve their node when they start), which faults each
+//! system under test can take (`Faultable`: certus all, Galera kill and pause), and the start
+//! and heal of each fault. It must not touch clients or judge
 //! anything; it records each action as a `:nemesis` `:info` op in every workload's history so
 //! the EDN shows what the cluster went through.
 
