@@ -2,7 +2,7 @@
 //!
 //! Owns the text form only, so a history recorded here can be checked by Elle elsewhere. The
 //! key order follows Jepsen's printed maps (`:type :f :value :process :time :index`, then the
-//! optional `:node` and `:error`). It must not change or reorder ops; there is no reader,
+//! optional `:node`, `:error` and `:wrote`). It must not change or reorder ops; there is no reader,
 //! because certus never consumes EDN.
 
 use std::fmt::Write as _;
@@ -35,6 +35,10 @@ pub fn op_to_edn(op: &Op) -> String {
     if let Some(error) = &op.error {
         out.push_str(", :error ");
         push_string(&mut out, error);
+    }
+    if let Some(wrote) = op.wrote {
+        out.push_str(", :wrote ");
+        push_display(&mut out, wrote);
     }
     out.push('}');
     out
@@ -211,6 +215,17 @@ mod tests {
         assert_eq!(
             op_to_edn(&op),
             "{:type :info, :f :add, :value 5, :process 1, :time 0, :index 0, :error \"lost \\\"conn\\\"\\n\"}"
+        );
+    }
+
+    #[test]
+    fn an_increment_carries_the_value_it_wrote() {
+        let op = Op::ok(c(2), F::Add, Value::Int(1))
+            .with_node("n1")
+            .with_wrote(42);
+        assert_eq!(
+            op_to_edn(&op),
+            "{:type :ok, :f :add, :value 1, :process 2, :time 0, :index 0, :node \"n1\", :wrote 42}"
         );
     }
 

@@ -139,6 +139,11 @@ pub struct Op {
     pub node: Option<String>,
     /// Why the operation failed or is indeterminate.
     pub error: Option<String>,
+    /// The value a read-modify-write increment wrote (`SET v = <read + delta>`), recorded on
+    /// its completion by the counter workloads: two acknowledged increments that wrote the
+    /// same value built on the same read, so one of them was lost.
+    #[serde(default)]
+    pub wrote: Option<i64>,
 }
 
 impl Op {
@@ -152,6 +157,7 @@ impl Op {
             value,
             node: None,
             error: None,
+            wrote: None,
         }
     }
 
@@ -183,6 +189,11 @@ impl Op {
 
     pub fn with_error(mut self, error: impl Into<String>) -> Op {
         self.error = Some(error.into());
+        self
+    }
+
+    pub fn with_wrote(mut self, wrote: i64) -> Op {
+        self.wrote = Some(wrote);
         self
     }
 }

@@ -25,13 +25,16 @@ OPTIONS:
     --out DIR                output dir [default jepsen-out]
     --nodes N                cluster size [default 3]
     --endpoints H:P,...      test these MySQL endpoints instead of starting certus (no nemesis)
+    --galera-dir DIR         with --endpoints: endpoint i is the Galera node DIR/n<i> (started
+                             by bench/lib.sh), so the kill and pause nemeses can fault its
+                             mariadbd (restarted with --wsrep-recover, rejoining by IST)
     --user U --password P    workload account [default jepsen / jepsen-password]; created on
                              every managed backend, must already exist for --endpoints
     --seed N                 seed for the operation mix and the nemesis schedule [default 1]
     --time-limit SECS        length of the workload phase [default 60]
-    --workloads LIST         bank,list-append,counter,set [default all]
-    --nemesis LIST           kill,kill-backend,pause,partition,combined or none
-                             [default kill,partition]
+    --workloads LIST         bank,list-append,counter,oslo-counter,set [default all]
+    --nemesis LIST           kill,kill-backend,pause,partition,combined,kill-leader,
+                             isolate-leader or none [default kill,partition]
     --nemesis-interval SECS  quiet time before each fault [default 5]
     --fault-duration SECS    how long each fault lasts [default 8]
     --clients-per-node N     clients per workload per node [default 1]
@@ -93,7 +96,8 @@ fn config_from(args: &[(String, String)]) -> Result<RunConfig, String> {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     };
-    const KNOWN: [&str; 17] = [
+    const KNOWN: [&str; 18] = [
+        "galera-dir",
         "consistency",
         "certus-bin",
         "dir",
@@ -117,7 +121,19 @@ fn config_from(args: &[(String, String)]) -> Result<RunConfig, String> {
     }
     let out = PathBuf::from(get("out").unwrap_or("jepsen-out"));
     let target = match get("endpoints") {
-        Some(list) => Target::Endpoints(list.split(',').map(str::to_owned).collect()),
+        Some(list) => {
+            let endpoints = list.split(',').map(str::to_owned).collect();
+            match get("galera-dir") {
+                Some(dir) => Target::Galera {
+                    endpoints,
+                    dir: PathBuf::from(dir),
+                },
+                None => Target::Endpoints(endpoints),
+            }
+        }
+        None if get("galera-dir").is_some() => {
+            return Err("--galera-dir needs --endpoints (one per node, in order)".into());
+        }
         None => {
             let nodes: u64 = get("nodes").map_or(Ok(3), |v| number("nodes", v))?;
             if !(1..=9).contains(&nodes) {
@@ -273,6 +289,20 @@ mod tests {
         assert!(c.nemeses.is_empty());
         assert_eq!(c.clients_per_node, 2);
         assert!(!c.serializable);
+        let c = parse(&[
+            "--endpoints",
+            "a:1,b:2",
+            "--galera-dir",
+            "/tmp/g",
+            "--nemesis",
+            "kill,pause",
+        ])
+        .unwrap();
+        assert!(matches!(c.target, Target::Galera { ref endpoints, .. } if endpoints.len() == 2));
+        assert_eq!(c.nemeses, vec![NemesisKind::Kill, NemesisKind::Pause]);
+        assert!(parse(&["--galera-dir", "/tmp/g"])
+            .unwrap_err()
+            .contains("needs --endpoints"));
         let c = parse(&["--endpoints", "a:1", "--consistency", "serializable"]).unwrap();
         assert!(c.serializable);
         assert!(parse(&["--endpoints", "a:1", "--consistency", "linearizable"]).is_err());

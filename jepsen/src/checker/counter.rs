@@ -5,10 +5,18 @@
 //! by the time it returned; below is a lost update, above is an increment from nowhere. Earlier
 //! reads get only the upper bound: a lagging node may legitimately serve an old value.
 //! It must not treat `info` increments as either applied or lost: they widen the bounds.
+//!
+//! When increments record the value they wrote (`Op::wrote`, a read-modify-write
+//! `SET v = <read + delta>`) and every delta is positive, two acknowledged increments that
+//! wrote the same value read the same version: one overwrote the other. That is reported as a
+//! lost update with both ops, even when indeterminate increments make the bounds too wide to
+//! show it (a faulted run has many).
+
+use std::collections::BTreeMap;
 
 use crate::checker::{AnomalyKind, CheckResult, Findings};
 use crate::edn::op_to_edn;
-use crate::history::{History, OpType, Pair, Value, F};
+use crate::history::{History, Op, OpType, Pair, Value, F};
 
 struct Bounds {
     lower: i128,
@@ -62,6 +70,7 @@ pub fn check(history: &History) -> CheckResult {
             ),
         }
     }
+    same_value_written(&adds, &mut findings);
     let mut reads: Vec<(Pair<'_>, i64)> = Vec::new();
     for pair in pairs
         .iter()
@@ -118,4 +127,33 @@ pub fn check(history: &History) -> CheckResult {
         }
     }
     findings.finish()
+}
+
+/// Acknowledged increments of a monotone counter that wrote the same value (see the module
+/// header). Increments that did not record what they wrote are skipped.
+fn same_value_written(adds: &[(Pair<'_>, i64)], findings: &mut Findings) {
+    if adds.iter().any(|(_, delta)| *delta <= 0) {
+        return;
+    }
+    let mut by_value: BTreeMap<i64, Vec<&Op>> = BTreeMap::new();
+    for (pair, _) in adds.iter().filter(|(p, _)| p.outcome() == OpType::Ok) {
+        if let Some(wrote) = pair.last().wrote {
+            by_value.entry(wrote).or_default().push(pair.last());
+        }
+    }
+    for (value, ops) in by_value.iter().filter(|(_, ops)| ops.len() > 1) {
+        let listed: Vec<String> = ops
+            .iter()
+            .map(|op| format!("  {}", op_to_edn(op)))
+            .collect();
+        findings.report(
+            AnomalyKind::LostUpdate,
+            format!(
+                "{} acknowledged increments all wrote {value}: they read the same value, \
+                 so all but one were overwritten\n{}",
+                ops.len(),
+                listed.join("\n")
+            ),
+        );
+    }
 }

@@ -150,6 +150,13 @@ pub(crate) fn tcp_opts(endpoint: &Endpoint, account: &Account) -> Opts {
         .into()
 }
 
+/// [`tcp_opts`] plus statements the driver runs once on every new connection.
+pub(crate) fn session_opts(endpoint: &Endpoint, account: &Account, init: Vec<String>) -> Opts {
+    OptsBuilder::from_opts(tcp_opts(endpoint, account))
+        .init(init)
+        .into()
+}
+
 pub(crate) fn socket_opts(socket: &str, account: &Account) -> Opts {
     OptsBuilder::default()
         .socket(Some(socket.to_owned()))

@@ -299,6 +299,47 @@ impl Cluster {
         out
     }
 
+    /// The Raft leader, as the running nodes' HTTP `/status` report it: the node a majority of
+    /// the cluster names. Polls until there is one or `within` has passed (an election may be
+    /// under way after the previous fault).
+    pub(crate) async fn leader(&self, within: Duration) -> Result<u64, RunError> {
+        let deadline = Instant::now() + within;
+        let quorum = self.nodes.len() / 2 + 1;
+        let mut last = String::from("no node was asked");
+        // Bounded by the deadline; each pass asks every node with a 2 s timeout, then sleeps.
+        loop {
+            let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+            for node in self.nodes.iter().filter(|n| n.child.is_some() && !n.paused) {
+                let Some(http) = node.http_addr else {
+                    return Err(RunError::Cluster(
+                        "the certus binary has no --http-listen: the leader cannot be found".into(),
+                    ));
+                };
+                match status_leader(http).await {
+                    Ok(Some(id)) => *votes.entry(id).or_default() += 1,
+                    Ok(None) => last = format!("{} knows no leader", node.name),
+                    Err(e) => last = format!("{}: /status: {e}", node.name),
+                }
+            }
+            let agreed = votes
+                .iter()
+                .find(|(id, n)| **n >= quorum && self.is_running(**id))
+                .map(|(id, _)| *id);
+            if let Some(id) = agreed {
+                return Ok(id);
+            }
+            if votes.len() > 1 {
+                last = format!("the nodes name different leaders: {votes:?}");
+            }
+            if Instant::now() >= deadline {
+                return Err(RunError::Cluster(format!(
+                    "no leader named by {quorum} nodes within {within:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// SIGKILL of a node's certus process; its mariadbd keeps running and is adopted on restart.
     pub(crate) async fn kill(&mut self, id: u64) -> Result<(), RunError> {
         let i = self.index(id)?;
@@ -435,7 +476,7 @@ fn backend_pid(node: &NodeProc) -> Option<u32> {
         .map(|()| pid)
 }
 
-async fn signal(pid: u32, name: &str) -> Result<(), RunError> {
+pub(crate) async fn signal(pid: u32, name: &str) -> Result<(), RunError> {
     let status = Command::new("kill")
         .args(["-s", name, &pid.to_string()])
         .stdout(Stdio::null())
@@ -447,6 +488,49 @@ async fn signal(pid: u32, name: &str) -> Result<(), RunError> {
         Ok(())
     } else {
         Err(RunError::Cluster(format!("kill -s {name} {pid} failed")))
+    }
+}
+
+/// The `leader` field of a node's HTTP `/status` JSON (null while it knows none).
+async fn status_leader(http: SocketAddr) -> Result<Option<u64>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(http)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /status HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reply = Vec::new();
+        stream
+            .read_to_end(&mut reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<Vec<u8>, String>(reply)
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| "timed out".to_owned())??;
+    parse_status_leader(&reply)
+}
+
+fn parse_status_leader(reply: &[u8]) -> Result<Option<u64>, String> {
+    let text = String::from_utf8_lossy(reply);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "no HTTP body".to_owned())?;
+    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+        return Err(format!(
+            "answered {}",
+            head.lines().next().unwrap_or_default()
+        ));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body.trim()).map_err(|e| format!("bad JSON: {e}"))?;
+    match json.get("leader") {
+        Some(serde_json::Value::Null) | None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("leader is {v}")),
     }
 }
 
@@ -545,6 +629,23 @@ mod tests {
         assert_eq!(a.user, "certus_svc");
         assert_eq!(a.password, "s3cr=t");
         assert!(parse_service_cnf("[client]\nuser=x\n").is_none());
+    }
+
+    #[test]
+    fn the_leader_comes_from_the_status_json() {
+        let ok =
+            |body: &str| format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{body}");
+        assert_eq!(
+            parse_status_leader(ok("{\"node_id\":1,\"leader\":3}\n").as_bytes()),
+            Ok(Some(3))
+        );
+        assert_eq!(
+            parse_status_leader(ok("{\"leader\":null}").as_bytes()),
+            Ok(None)
+        );
+        assert!(parse_status_leader(b"HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        assert!(parse_status_leader(ok("{\"leader\":\"x\"}").as_bytes()).is_err());
+        assert!(parse_status_leader(b"garbage").is_err());
     }
 
     #[test]

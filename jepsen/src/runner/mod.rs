@@ -11,6 +11,7 @@
 mod client;
 mod cluster;
 mod convergence;
+mod galera;
 pub mod nemesis;
 mod relay;
 pub mod workload;
@@ -30,7 +31,8 @@ use crate::history::{Op, Process};
 use crate::results::{Summary, WorkloadSummary};
 use client::{classify, Account, Endpoint, Failure, Phase, Recorder, Verdict};
 use cluster::{Cluster, ClusterConfig};
-use nemesis::{NemesisEvent, NemesisKind};
+use galera::GaleraCluster;
+use nemesis::{Faultable, NemesisEvent, NemesisKind};
 use workload::{Done, Workload, WorkloadKind, SCHEMA};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,12 @@ pub enum Target {
     /// Existing MySQL endpoints (`host:port`), e.g. a Galera cluster. No nemesis can reach
     /// them, and the convergence check runs through the endpoints themselves.
     Endpoints(Vec<String>),
+    /// A Galera cluster started by bench/lib.sh's `start_galera`: endpoint `i` is served by
+    /// the mariadbd of `<dir>/n<i>`, so the nemesis can kill, restart and pause it.
+    Galera {
+        endpoints: Vec<String>,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -154,15 +162,58 @@ pub async fn run(mut config: RunConfig) -> Result<RunReport, RunError> {
             };
             let mut cluster = Cluster::start(cluster_config, config.recovery_timeout).await?;
             let endpoints = cluster.endpoints();
-            let result = run_on(&config, &account, &endpoints, Some(&mut cluster)).await;
+            let result = run_on(&config, &account, &endpoints, Some(&mut cluster), None).await;
             cluster.stop(Duration::from_secs(60)).await;
             result
         }
         Target::Endpoints(list) => {
             let endpoints = parse_endpoints(list)?;
-            run_on(&config, &account, &endpoints, None).await
+            run_on(&config, &account, &endpoints, None, None).await
+        }
+        Target::Galera { endpoints, dir } => {
+            if let Err(kind) = nemesis::supported(&config.nemeses, true) {
+                return Err(RunError::Config(format!(
+                    "nemesis {} is not supported on Galera (kill and pause are)",
+                    kind.name()
+                )));
+            }
+            let endpoints = parse_endpoints(endpoints)?;
+            let mut galera = GaleraCluster::new(dir, endpoints.len() as u64)?;
+            let result = run_on(&config, &account, &endpoints, None, Some(&mut galera)).await;
+            galera.stop_restarted(Duration::from_secs(60)).await;
+            result
         }
     }
+}
+
+/// Runs the seeded fault schedule until the end of the workload phase, then heals
+/// everything; returns what the nemesis did.
+async fn drive_nemesis<C: Faultable>(
+    config: &RunConfig,
+    target: &mut C,
+    recorders: Vec<Recorder>,
+    start: Instant,
+) -> Vec<NemesisEvent> {
+    let steps = nemesis::schedule(
+        config.seed,
+        &config.nemeses,
+        &target.node_ids(),
+        nemesis::Timing {
+            run_for: config.time_limit,
+            interval: config.nemesis_interval,
+            fault_for: config.fault_duration,
+        },
+    );
+    let mut n = nemesis::Nemesis {
+        cluster: target,
+        recorders,
+        start,
+        events: Vec::new(),
+    };
+    n.run(&steps).await;
+    tokio::time::sleep_until((start + config.time_limit).into()).await;
+    n.heal_all().await;
+    n.events
 }
 
 pub(crate) fn parse_endpoints(list: &[String]) -> Result<Vec<Endpoint>, RunError> {
@@ -191,6 +242,7 @@ async fn run_on(
     account: &Account,
     endpoints: &[Endpoint],
     mut cluster: Option<&mut Cluster>,
+    galera: Option<&mut GaleraCluster>,
 ) -> Result<RunReport, RunError> {
     setup_schema(config, account, endpoints).await?;
 
@@ -203,14 +255,15 @@ async fn run_on(
     let deadline = start + config.time_limit;
     let mut clients = Vec::new();
     for (w, recorder) in &workloads {
-        let stride = (endpoints.len() * config.clients_per_node) as u64;
+        let per_node = config.clients_per_node * w.kind.sessions_per_client();
+        let stride = (endpoints.len() * per_node) as u64;
         let mut first_process = 0u64;
         for endpoint in endpoints {
-            for _ in 0..config.clients_per_node {
+            for _ in 0..per_node {
                 clients.push(tokio::spawn(client_loop(ClientCtx {
                     workload: w.clone(),
                     recorder: recorder.clone(),
-                    opts: client::tcp_opts(endpoint, account),
+                    opts: client::session_opts(endpoint, account, w.kind.session_init()),
                     node: endpoint.name.clone(),
                     first_process,
                     stride,
@@ -225,31 +278,15 @@ async fn run_on(
         }
     }
 
-    let mut events = Vec::new();
-    if let Some(cluster) = cluster.as_deref_mut() {
-        let steps = nemesis::schedule(
-            config.seed,
-            &config.nemeses,
-            &cluster.node_ids(),
-            nemesis::Timing {
-                run_for: config.time_limit,
-                interval: config.nemesis_interval,
-                fault_for: config.fault_duration,
-            },
-        );
-        let mut n = nemesis::Nemesis {
-            cluster,
-            recorders: workloads.iter().map(|(_, r)| r.clone()).collect(),
-            start,
-            events: Vec::new(),
-        };
-        n.run(&steps).await;
-        tokio::time::sleep_until(deadline.into()).await;
-        n.heal_all().await;
-        events = n.events;
-    } else {
-        tokio::time::sleep_until(deadline.into()).await;
-    }
+    let recorders: Vec<Recorder> = workloads.iter().map(|(_, r)| r.clone()).collect();
+    let events = match (cluster.as_deref_mut(), galera) {
+        (Some(cluster), _) => drive_nemesis(config, cluster, recorders, start).await,
+        (None, Some(galera)) => drive_nemesis(config, galera, recorders, start).await,
+        (None, None) => {
+            tokio::time::sleep_until(deadline.into()).await;
+            Vec::new()
+        }
+    };
     for c in clients {
         let _ = c.await;
     }
@@ -422,6 +459,9 @@ async fn client_loop(ctx: ClientCtx) {
         .unwrap_or(Err(Failure::Timeout));
         match outcome {
             Ok(Done::Ok(v)) => ctx.recorder.record(Op::ok(p, f, v).with_node(&ctx.node)),
+            Ok(Done::Incremented { value, wrote }) => ctx
+                .recorder
+                .record(Op::ok(p, f, value).with_node(&ctx.node).with_wrote(wrote)),
             Ok(Done::Fail(why)) => ctx
                 .recorder
                 .record(Op::fail(p, f, value).with_node(&ctx.node).with_error(why)),
@@ -473,14 +513,14 @@ async fn final_reads(
             let p = Process::Client(process);
             process += 1;
             let (f, value) = w.final_read();
-            let mut conn =
-                match client::connect(client::tcp_opts(e, account), Duration::from_secs(5)).await {
-                    Ok(c) => c,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
+            let opts = client::session_opts(e, account, w.kind.session_init());
+            let mut conn = match client::connect(opts, Duration::from_secs(5)).await {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
             recorder.record(Op::invoke(p, f.clone(), value.clone()).with_node(&e.name));
             let mut phase = Phase::Read;
             let outcome = tokio::time::timeout(
@@ -493,6 +533,11 @@ async fn final_reads(
             match outcome {
                 Ok(Done::Ok(v)) => {
                     recorder.record(Op::ok(p, f, v).with_node(&e.name));
+                    break;
+                }
+                Ok(Done::Incremented { value, wrote }) => {
+                    // A final read never increments; recorded faithfully all the same.
+                    recorder.record(Op::ok(p, f, value).with_node(&e.name).with_wrote(wrote));
                     break;
                 }
                 Ok(Done::Fail(why)) => {
@@ -532,6 +577,11 @@ fn append_run_section(
             format!("certus, {nodes} nodes, data in {}", dir.display())
         }
         Target::Endpoints(list) => format!("endpoints {}", list.join(",")),
+        Target::Galera { endpoints, dir } => format!(
+            "Galera endpoints {} (nodes in {})",
+            endpoints.join(","),
+            dir.display()
+        ),
     };
     let run = serde_json::json!({
         "target": target,

@@ -1,7 +1,9 @@
 //! The nemesis: a seeded schedule of faults, and its execution against the cluster.
 //!
 //! Owns which fault happens when and to whom (a pure function of the seed, so a failing run
-//! can be replayed), and the start and heal of each fault. It must not touch clients or judge
+//! can be replayed; leader faults resolve their node when they start), which faults each
+//! system under test can take (`Faultable`: certus all, Galera kill and pause), and the start
+//! and heal of each fault. It must not touch clients or judge
 //! anything; it records each action as a `:nemesis` `:info` op in every workload's history so
 //! the EDN shows what the cluster went through.
 
@@ -15,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use crate::history::{Op, Process, Value, F};
 use crate::runner::client::Recorder;
 use crate::runner::cluster::Cluster;
+use crate::runner::galera::GaleraCluster;
 use crate::runner::relay::{cut_between, Link};
 use crate::runner::RunError;
 
@@ -30,15 +33,21 @@ pub enum NemesisKind {
     Partition,
     /// A partition and a kill at once.
     Combined,
+    /// SIGKILL the certus process that is the Raft leader when the fault starts.
+    KillLeader,
+    /// Cut the Raft leader (when the fault starts) off from every other node.
+    IsolateLeader,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 5] = [
+    pub const ALL: [NemesisKind; 7] = [
         NemesisKind::Kill,
         NemesisKind::KillBackend,
         NemesisKind::Pause,
         NemesisKind::Partition,
         NemesisKind::Combined,
+        NemesisKind::KillLeader,
+        NemesisKind::IsolateLeader,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +57,8 @@ impl NemesisKind {
             NemesisKind::Pause => "pause",
             NemesisKind::Partition => "partition",
             NemesisKind::Combined => "combined",
+            NemesisKind::KillLeader => "kill-leader",
+            NemesisKind::IsolateLeader => "isolate-leader",
         }
     }
 
@@ -58,30 +69,162 @@ impl NemesisKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fault {
-    Kill { node: u64 },
-    KillBackend { node: u64 },
-    Pause { node: u64 },
-    Partition { name: String, cut: BTreeSet<Link> },
+    Kill {
+        node: u64,
+    },
+    KillBackend {
+        node: u64,
+    },
+    Pause {
+        node: u64,
+    },
+    Partition {
+        name: String,
+        cut: BTreeSet<Link>,
+    },
+    /// The leader is looked up when the fault starts, so the schedule stays a function of the
+    /// seed while the target follows the cluster.
+    KillLeader,
+    IsolateLeader,
 }
 
 impl Fault {
-    fn describe(&self) -> String {
+    fn describe(&self, process: &str) -> String {
         match self {
-            Fault::Kill { node } => format!("kill -9 certus n{node}"),
+            Fault::Kill { node } => format!("kill -9 {process} n{node}"),
             Fault::KillBackend { node } => format!("kill -9 mariadbd of n{node}"),
-            Fault::Pause { node } => format!("SIGSTOP certus n{node}"),
+            Fault::Pause { node } => format!("SIGSTOP {process} n{node}"),
             Fault::Partition { name, .. } => format!("partition {name}"),
+            Fault::KillLeader => format!("kill -9 {process} of the leader"),
+            Fault::IsolateLeader => "partition isolate-leader".to_owned(),
         }
     }
 
     fn keyword(&self) -> &'static str {
         match self {
-            Fault::Kill { .. } => "kill",
+            Fault::Kill { .. } | Fault::KillLeader => "kill",
             Fault::KillBackend { .. } => "kill-backend",
             Fault::Pause { .. } => "pause",
-            Fault::Partition { .. } => "start-partition",
+            Fault::Partition { .. } | Fault::IsolateLeader => "start-partition",
         }
     }
+}
+
+/// What the nemesis can do to the system under test. certus ([`Cluster`]) supports every
+/// fault; a Galera cluster ([`GaleraCluster`]) only the process faults on its `mariadbd`.
+pub(crate) trait Faultable {
+    /// The system's name in fault descriptions ("certus", "mariadbd galera").
+    fn process_name(&self) -> &'static str;
+    fn node_ids(&self) -> Vec<u64>;
+    fn is_running(&self, id: u64) -> bool;
+    async fn kill(&mut self, id: u64) -> Result<(), RunError>;
+    /// Starts a killed node again; returns what was done.
+    async fn restart(&mut self, id: u64) -> Result<String, RunError>;
+    async fn pause(&mut self, id: u64) -> Result<(), RunError>;
+    async fn resume(&mut self, id: u64) -> Result<(), RunError>;
+    async fn kill_backend(&mut self, id: u64) -> Result<(), RunError>;
+    async fn leader(&self) -> Result<u64, RunError>;
+    fn cut(&mut self, links: BTreeSet<Link>) -> Result<(), RunError>;
+    fn heal_links(&mut self);
+}
+
+/// The nemesis kinds a system under test supports, or the first one it does not.
+pub(crate) fn supported(kinds: &[NemesisKind], galera: bool) -> Result<(), NemesisKind> {
+    match kinds
+        .iter()
+        .find(|k| galera && !matches!(k, NemesisKind::Kill | NemesisKind::Pause))
+    {
+        Some(k) => Err(*k),
+        None => Ok(()),
+    }
+}
+
+impl Faultable for Cluster {
+    fn process_name(&self) -> &'static str {
+        "certus"
+    }
+    fn node_ids(&self) -> Vec<u64> {
+        Cluster::node_ids(self)
+    }
+    fn is_running(&self, id: u64) -> bool {
+        Cluster::is_running(self, id)
+    }
+    async fn kill(&mut self, id: u64) -> Result<(), RunError> {
+        Cluster::kill(self, id).await
+    }
+    async fn restart(&mut self, id: u64) -> Result<String, RunError> {
+        Cluster::restart(self, id).map(|()| format!("restart certus n{id}"))
+    }
+    async fn pause(&mut self, id: u64) -> Result<(), RunError> {
+        Cluster::pause(self, id).await
+    }
+    async fn resume(&mut self, id: u64) -> Result<(), RunError> {
+        Cluster::resume(self, id).await
+    }
+    async fn kill_backend(&mut self, id: u64) -> Result<(), RunError> {
+        match Cluster::kill_backend(self, id).await? {
+            Some(_) => Ok(()),
+            None => Err(RunError::Cluster(format!(
+                "n{id}: no live mariadbd to kill"
+            ))),
+        }
+    }
+    async fn leader(&self) -> Result<u64, RunError> {
+        Cluster::leader(self, LEADER_LOOKUP).await
+    }
+    fn cut(&mut self, links: BTreeSet<Link>) -> Result<(), RunError> {
+        self.relay().set_cut(links);
+        Ok(())
+    }
+    fn heal_links(&mut self) {
+        self.relay().heal();
+    }
+}
+
+impl Faultable for GaleraCluster {
+    fn process_name(&self) -> &'static str {
+        "mariadbd galera"
+    }
+    fn node_ids(&self) -> Vec<u64> {
+        GaleraCluster::node_ids(self)
+    }
+    fn is_running(&self, id: u64) -> bool {
+        GaleraCluster::is_running(self, id)
+    }
+    async fn kill(&mut self, id: u64) -> Result<(), RunError> {
+        GaleraCluster::kill(self, id).await
+    }
+    async fn restart(&mut self, id: u64) -> Result<String, RunError> {
+        GaleraCluster::restart(self, id).await
+    }
+    async fn pause(&mut self, id: u64) -> Result<(), RunError> {
+        GaleraCluster::pause(self, id).await
+    }
+    async fn resume(&mut self, id: u64) -> Result<(), RunError> {
+        GaleraCluster::resume(self, id).await
+    }
+    async fn kill_backend(&mut self, id: u64) -> Result<(), RunError> {
+        GaleraCluster::kill(self, id).await
+    }
+    async fn leader(&self) -> Result<u64, RunError> {
+        Err(RunError::Config("a Galera cluster has no leader".into()))
+    }
+    fn cut(&mut self, _links: BTreeSet<Link>) -> Result<(), RunError> {
+        Err(RunError::Config(
+            "partitions of a Galera cluster are not supported (its links bypass the relay)".into(),
+        ))
+    }
+    fn heal_links(&mut self) {}
+}
+
+/// What ending an applied fault takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heal {
+    Restart(u64),
+    Resume(u64),
+    Links,
+    /// The node heals itself (its supervisor restarts a killed mariadbd).
+    Nothing,
 }
 
 /// One fault window: start at `at`, heal at `heal_at` (both since the start of the run).
@@ -91,6 +234,10 @@ pub(crate) struct Step {
     pub(crate) heal_at: Duration,
     pub(crate) faults: Vec<Fault>,
 }
+
+/// How long a leader fault waits for the nodes to agree on a leader (one may be electing after
+/// the previous fault) before it is recorded as failed.
+const LEADER_LOOKUP: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
@@ -157,6 +304,8 @@ fn faults_for(kind: NemesisKind, nodes: &[u64], rng: &mut StdRng) -> Vec<Fault> 
                 node: pick(nodes, rng),
             },
         ],
+        NemesisKind::KillLeader => vec![Fault::KillLeader],
+        NemesisKind::IsolateLeader => vec![Fault::IsolateLeader],
     }
 }
 
@@ -192,14 +341,14 @@ pub struct NemesisEvent {
     pub error: Option<String>,
 }
 
-pub(crate) struct Nemesis<'a> {
-    pub(crate) cluster: &'a mut Cluster,
+pub(crate) struct Nemesis<'a, C: Faultable> {
+    pub(crate) cluster: &'a mut C,
     pub(crate) recorders: Vec<Recorder>,
     pub(crate) start: Instant,
     pub(crate) events: Vec<NemesisEvent>,
 }
 
-impl Nemesis<'_> {
+impl<C: Faultable> Nemesis<'_, C> {
     fn log(&mut self, f: &str, action: String, error: Option<String>) {
         for r in &self.recorders {
             let mut op = Op::info(
@@ -227,88 +376,120 @@ impl Nemesis<'_> {
     pub(crate) async fn run(&mut self, steps: &[Step]) {
         for step in steps {
             self.sleep_until(step.at).await;
+            let mut heals = Vec::new();
             for fault in &step.faults {
-                let result = self.apply(fault).await;
-                self.log(
-                    fault.keyword(),
-                    fault.describe(),
-                    result.err().map(|e| e.to_string()),
-                );
+                match self.apply(fault).await {
+                    Ok((action, heal)) => {
+                        self.log(fault.keyword(), action, None);
+                        heals.push(heal);
+                    }
+                    Err(e) => {
+                        let what = fault.describe(self.cluster.process_name());
+                        self.log(fault.keyword(), what, Some(e.to_string()))
+                    }
+                }
             }
             self.sleep_until(step.heal_at).await;
-            for fault in step.faults.iter().rev() {
-                self.heal(fault).await;
+            for heal in heals.into_iter().rev() {
+                self.heal(heal).await;
             }
         }
     }
 
-    async fn apply(&mut self, fault: &Fault) -> Result<(), RunError> {
-        match fault {
-            Fault::Kill { node } => self.cluster.kill(*node).await,
-            Fault::KillBackend { node } => match self.cluster.kill_backend(*node).await? {
-                Some(_) => Ok(()),
-                None => Err(RunError::Cluster(format!(
-                    "n{node}: no live mariadbd to kill"
-                ))),
-            },
-            Fault::Pause { node } => self.cluster.pause(*node).await,
-            Fault::Partition { cut, .. } => {
-                self.cluster.relay().set_cut(cut.clone());
-                Ok(())
-            }
-        }
-    }
-
-    async fn heal(&mut self, fault: &Fault) {
+    /// Starts one fault; returns what was done (the leader resolved) and how to end it.
+    async fn apply(&mut self, fault: &Fault) -> Result<(String, Heal), RunError> {
+        let process = self.cluster.process_name();
+        let done = |heal| Ok((fault.describe(process), heal));
         match fault {
             Fault::Kill { node } => {
-                let r = self.cluster.restart(*node);
-                self.log(
-                    "restart",
-                    format!("restart certus n{node}"),
-                    r.err().map(|e| e.to_string()),
-                );
+                self.cluster.kill(*node).await?;
+                done(Heal::Restart(*node))
             }
-            // The node's own supervisor restarts mariadbd; recovering is what is under test.
-            Fault::KillBackend { .. } => {}
+            Fault::KillBackend { node } => {
+                self.cluster.kill_backend(*node).await?;
+                done(Heal::Nothing)
+            }
             Fault::Pause { node } => {
-                let r = self.cluster.resume(*node).await;
+                self.cluster.pause(*node).await?;
+                done(Heal::Resume(*node))
+            }
+            Fault::Partition { cut, .. } => {
+                self.cluster.cut(cut.clone())?;
+                done(Heal::Links)
+            }
+            Fault::KillLeader => {
+                let leader = self.cluster.leader().await?;
+                self.cluster.kill(leader).await?;
+                Ok((
+                    format!("kill -9 {process} n{leader} (the leader)"),
+                    Heal::Restart(leader),
+                ))
+            }
+            Fault::IsolateLeader => {
+                let leader = self.cluster.leader().await?;
+                let others: Vec<u64> = self
+                    .cluster
+                    .node_ids()
+                    .into_iter()
+                    .filter(|&n| n != leader)
+                    .collect();
+                self.cluster.cut(cut_between(&[leader], &others))?;
+                Ok((format!("partition isolate-leader-n{leader}"), Heal::Links))
+            }
+        }
+    }
+
+    async fn heal(&mut self, heal: Heal) {
+        match heal {
+            Heal::Restart(node) => self.restart(node).await,
+            Heal::Resume(node) => {
+                let r = self.cluster.resume(node).await;
+                let process = self.cluster.process_name();
                 self.log(
                     "resume",
-                    format!("SIGCONT certus n{node}"),
+                    format!("SIGCONT {process} n{node}"),
                     r.err().map(|e| e.to_string()),
                 );
             }
-            Fault::Partition { .. } => {
-                self.cluster.relay().heal();
+            Heal::Links => {
+                self.cluster.heal_links();
                 self.log("stop-partition", "heal all links".to_owned(), None);
             }
+            Heal::Nothing => {}
         }
     }
 
     /// Ends every fault, whatever the schedule left behind: links healed, paused nodes
     /// resumed, killed nodes restarted.
     pub(crate) async fn heal_all(&mut self) {
-        self.cluster.relay().heal();
+        self.cluster.heal_links();
         for id in self.cluster.node_ids() {
             let resumed = self.cluster.resume(id).await;
             if let Err(e) = resumed {
+                let process = self.cluster.process_name();
                 self.log(
                     "resume",
-                    format!("SIGCONT certus n{id}"),
+                    format!("SIGCONT {process} n{id}"),
                     Some(e.to_string()),
                 );
             }
             if !self.cluster.is_running(id) {
-                let r = self.cluster.restart(id);
-                self.log(
-                    "restart",
-                    format!("restart certus n{id}"),
-                    r.err().map(|e| e.to_string()),
-                );
+                self.restart(id).await;
             }
         }
         self.log("heal-all", "all faults healed".to_owned(), None);
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let process = self.cluster.process_name();
+        match self.cluster.restart(id).await {
+            Ok(what) => self.log("restart", what, None),
+            Err(e) => self.log(
+                "restart",
+                format!("restart {process} n{id}"),
+                Some(e.to_string()),
+            ),
+        }
     }
 }
 
@@ -391,6 +572,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn leader_kinds_name_no_node_in_the_schedule() {
+        let kinds = [NemesisKind::KillLeader, NemesisKind::IsolateLeader];
+        let steps = schedule(5, &kinds, &[1, 2, 3], timing(60));
+        assert_eq!(steps.len(), 4);
+        let faults: Vec<&Fault> = steps.iter().flat_map(|s| &s.faults).collect();
+        assert!(faults.contains(&&Fault::KillLeader));
+        assert!(faults.contains(&&Fault::IsolateLeader));
+        assert!(faults
+            .iter()
+            .all(|f| matches!(f, Fault::KillLeader | Fault::IsolateLeader)));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::Conn;
@@ -18,7 +19,7 @@ use crate::checker::bank::BankOptions;
 use crate::checker::list_append::ListAppendOptions;
 use crate::checker::{bank, counter, list_append, set, CheckResult};
 use crate::history::{Account, Elem, History, Key, Mop, Value, F};
-use crate::runner::client::{Failure, Phase};
+use crate::runner::client::{Failure, Phase, ER_LOCK_DEADLOCK};
 
 pub const BANK_ACCOUNTS: u64 = 5;
 pub const BANK_INITIAL: i64 = 100;
@@ -31,14 +32,18 @@ pub enum WorkloadKind {
     Bank,
     ListAppend,
     Counter,
+    /// The counter as an oslo.db (SQLAlchemy) session drives it: autocommit off, no BEGIN,
+    /// and the whole increment retried on 1213.
+    OsloCounter,
     Set,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 4] = [
+    pub const ALL: [WorkloadKind; 5] = [
         WorkloadKind::Bank,
         WorkloadKind::ListAppend,
         WorkloadKind::Counter,
+        WorkloadKind::OsloCounter,
         WorkloadKind::Set,
     ];
 
@@ -47,6 +52,7 @@ impl WorkloadKind {
             WorkloadKind::Bank => "bank",
             WorkloadKind::ListAppend => "list-append",
             WorkloadKind::Counter => "counter",
+            WorkloadKind::OsloCounter => "oslo-counter",
             WorkloadKind::Set => "set",
         }
     }
@@ -61,6 +67,7 @@ impl WorkloadKind {
             WorkloadKind::Bank => "bank",
             WorkloadKind::ListAppend => "lists",
             WorkloadKind::Counter => "counters",
+            WorkloadKind::OsloCounter => "oslo_counters",
             WorkloadKind::Set => "sets",
         }
     }
@@ -94,6 +101,13 @@ impl WorkloadKind {
                 ),
                 format!("INSERT INTO {SCHEMA}.counters (id, val) VALUES (0, 0)"),
             ],
+            WorkloadKind::OsloCounter => vec![
+                format!(
+                    "CREATE TABLE {SCHEMA}.oslo_counters (id BIGINT NOT NULL PRIMARY KEY, \
+                     v BIGINT NOT NULL) ENGINE=InnoDB"
+                ),
+                format!("INSERT INTO {SCHEMA}.oslo_counters (id, v) VALUES (0, 0)"),
+            ],
             WorkloadKind::Set => vec![format!(
                 "CREATE TABLE {SCHEMA}.sets (e BIGINT NOT NULL PRIMARY KEY) ENGINE=InnoDB"
             )],
@@ -107,15 +121,58 @@ impl WorkloadKind {
             WorkloadKind::Bank => (count("bank"), BANK_ACCOUNTS as i64),
             WorkloadKind::ListAppend => (count("lists"), 0),
             WorkloadKind::Counter => (count("counters"), 1),
+            WorkloadKind::OsloCounter => (count("oslo_counters"), 1),
             WorkloadKind::Set => (count("sets"), 0),
         }
     }
+
+    /// Sessions per node for each of `--clients-per-node`. oslo-counter runs three, as
+    /// tests/py/oslo_counter.py does (an OpenStack service runs several workers per node):
+    /// the lost updates it exists to catch needed concurrent sessions on one node.
+    pub(crate) fn sessions_per_client(self) -> usize {
+        match self {
+            WorkloadKind::OsloCounter => 3,
+            WorkloadKind::Bank
+            | WorkloadKind::ListAppend
+            | WorkloadKind::Counter
+            | WorkloadKind::Set => 1,
+        }
+    }
+
+    /// Statements every client connection of this workload runs once, right after connecting.
+    /// oslo.db's engines (through PyMySQL and SQLAlchemy) turn autocommit off once per
+    /// connection; every later statement then runs inside an implicit transaction.
+    pub(crate) fn session_init(self) -> Vec<String> {
+        match self {
+            WorkloadKind::OsloCounter => vec!["SET autocommit = 0".to_owned()],
+            WorkloadKind::Bank
+            | WorkloadKind::ListAppend
+            | WorkloadKind::Counter
+            | WorkloadKind::Set => Vec::new(),
+        }
+    }
 }
+
+/// oslo.db's `wrap_db_retry(retry_on_deadlock=True)`: attempts of one increment, and the
+/// sleep between them (doubling up to the cap, as `inc_retry_interval` does).
+const OSLO_ATTEMPTS: u32 = 10;
+const OSLO_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+const OSLO_MAX_RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// The application's own work between its UPDATE (SQLAlchemy's flush) and COMMIT. The row lock
+/// is held meanwhile, so a write set from another node that the applier must apply to the row
+/// brute-force aborts the session: finding 5 needed such aborts, and with no think time a
+/// one-minute run saw too few of them to show it.
+const OSLO_THINK_TIME: Duration = Duration::from_millis(3);
 
 /// What an operation came to when the database answered without an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Done {
     Ok(Value),
+    /// A read-modify-write increment committed, having written `wrote`.
+    Incremented {
+        value: Value,
+        wrote: i64,
+    },
     /// The workload itself declined (a transfer without funds) and rolled back.
     Fail(String),
 }
@@ -176,7 +233,7 @@ impl Workload {
                     .collect();
                 (F::Txn, Value::Txn(mops))
             }
-            WorkloadKind::Counter => {
+            WorkloadKind::Counter | WorkloadKind::OsloCounter => {
                 if rng.random_bool(0.15) {
                     (F::Read, Value::Nil)
                 } else {
@@ -258,7 +315,14 @@ impl Workload {
                 .await?;
                 *phase = Phase::Commit;
                 exec(conn, "COMMIT").await?;
-                Ok(Done::Ok(value.clone()))
+                Ok(Done::Incremented {
+                    value: value.clone(),
+                    wrote: next,
+                })
+            }
+            (WorkloadKind::OsloCounter, F::Read, _) => oslo_read(conn, phase).await,
+            (WorkloadKind::OsloCounter, F::Add, &Value::Int(delta)) => {
+                oslo_increment(conn, delta, phase).await
             }
             (WorkloadKind::Set, F::Read, _) => {
                 *phase = Phase::Read;
@@ -316,7 +380,7 @@ impl Workload {
                     allow_g2_item: !serializable,
                 },
             ),
-            WorkloadKind::Counter => counter::check(history),
+            WorkloadKind::Counter | WorkloadKind::OsloCounter => counter::check(history),
             WorkloadKind::Set => set::check(history),
         }
     }
@@ -350,6 +414,70 @@ async fn transfer(
     *phase = Phase::Commit;
     exec(conn, "COMMIT").await?;
     Ok(Done::Ok(Value::Transfer { from, to, amount }))
+}
+
+/// A read in an oslo.db session: the SELECT opens an implicit transaction, which the session
+/// ends (SQLAlchemy returns the connection to its pool), or the next read would see the same
+/// snapshot.
+async fn oslo_read(conn: &mut Conn, phase: &mut Phase) -> Result<Done, Failure> {
+    *phase = Phase::Read;
+    let v = query_one::<i64>(
+        conn,
+        &format!("SELECT v FROM {SCHEMA}.oslo_counters WHERE id = 0"),
+    )
+    .await?;
+    exec(conn, "COMMIT").await?;
+    Ok(Done::Ok(Value::Int(v)))
+}
+
+/// One increment as oslo.db runs it: the attempt is retried whole on 1213 (a certification
+/// conflict or a brute-force abort), after the ROLLBACK SQLAlchemy sends, up to
+/// [`OSLO_ATTEMPTS`] times. Only the last attempt can have taken effect, so `phase` is that
+/// attempt's.
+async fn oslo_increment(conn: &mut Conn, delta: i64, phase: &mut Phase) -> Result<Done, Failure> {
+    let mut interval = OSLO_RETRY_INTERVAL;
+    let mut attempt = 1;
+    loop {
+        match oslo_attempt(conn, delta, phase).await {
+            Err(Failure::Server {
+                code: ER_LOCK_DEADLOCK,
+                ..
+            }) if attempt < OSLO_ATTEMPTS => {
+                // 1213 is definite: that attempt committed nothing.
+                *phase = Phase::Before;
+                exec(conn, "ROLLBACK").await?;
+                tokio::time::sleep(interval).await;
+                interval = (interval * 2).min(OSLO_MAX_RETRY_INTERVAL);
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// `SELECT v` (no BEGIN: autocommit is off), `UPDATE ... SET v = <read + delta>`, `COMMIT`.
+async fn oslo_attempt(conn: &mut Conn, delta: i64, phase: &mut Phase) -> Result<Done, Failure> {
+    *phase = Phase::Before;
+    let v = query_one::<i64>(
+        conn,
+        &format!("SELECT v FROM {SCHEMA}.oslo_counters WHERE id = 0"),
+    )
+    .await?;
+    let next = v
+        .checked_add(delta)
+        .ok_or_else(|| Failure::Unexpected(format!("counter overflow at {v} + {delta}")))?;
+    exec(
+        conn,
+        &format!("UPDATE {SCHEMA}.oslo_counters SET v = {next} WHERE id = 0"),
+    )
+    .await?;
+    tokio::time::sleep(OSLO_THINK_TIME).await;
+    *phase = Phase::Commit;
+    exec(conn, "COMMIT").await?;
+    Ok(Done::Incremented {
+        value: Value::Int(delta),
+        wrote: next,
+    })
 }
 
 async fn list_txn(conn: &mut Conn, mops: &[Mop], phase: &mut Phase) -> Result<Done, Failure> {

@@ -74,6 +74,13 @@ impl Builder {
         self.end_txn(p, kind, mops);
     }
 
+    /// Completes with the value a read-modify-write increment wrote.
+    pub fn complete_wrote(&mut self, p: Process, kind: OpType, f: F, value: Value, wrote: i64) {
+        let time = self.history.len() as u64 * 1_000;
+        self.history
+            .push(Op::new(kind, p, f, value).with_wrote(wrote).with_time(time));
+    }
+
     pub fn op(&mut self, kind: OpType, f: F, invoke: Value, complete: Value) {
         let p = self.invoke(f.clone(), invoke);
         self.complete(p, kind, f, complete);

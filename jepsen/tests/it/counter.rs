@@ -64,6 +64,49 @@ fn value_above_every_possible_increment() {
     assert_exactly(&check(&b.history), &[CounterTooHigh]);
 }
 
+/// An increment that ran alone and wrote `wrote`.
+fn add_wrote(b: &mut Builder, kind: OpType, wrote: i64) {
+    let p = b.invoke(F::Add, Value::Int(1));
+    b.complete_wrote(p, kind, F::Add, Value::Int(1), wrote);
+}
+
+#[test]
+fn two_acknowledged_increments_that_wrote_the_same_value_are_a_lost_update() {
+    // Four indeterminate increments widen the bounds enough to hide the loss from the final
+    // read (3 acknowledged, final 3); the written values still show it.
+    let mut b = Builder::new();
+    add_wrote(&mut b, OpType::Ok, 1);
+    let first = b.invoke(F::Add, Value::Int(1));
+    let second = b.invoke(F::Add, Value::Int(1));
+    b.complete_wrote(first, OpType::Ok, F::Add, Value::Int(1), 2);
+    b.complete_wrote(second, OpType::Ok, F::Add, Value::Int(1), 2);
+    for _ in 0..4 {
+        add(&mut b, OpType::Info);
+    }
+    read(&mut b, 3);
+    let result = check(&b.history);
+    assert_exactly(&result, &[LostUpdate]);
+    let description = &result.first(LostUpdate).unwrap().description;
+    assert!(
+        description.starts_with("2 acknowledged increments all wrote 2"),
+        "{description}"
+    );
+    assert!(description.contains(":index 4") && description.contains(":index 5"));
+}
+
+#[test]
+fn distinct_written_values_and_failed_duplicates_are_valid() {
+    let mut b = Builder::new();
+    add_wrote(&mut b, OpType::Ok, 1);
+    add_wrote(&mut b, OpType::Ok, 2);
+    // A failed or indeterminate attempt that wrote a taken value proves nothing.
+    add_wrote(&mut b, OpType::Fail, 2);
+    add_wrote(&mut b, OpType::Info, 3);
+    add_wrote(&mut b, OpType::Ok, 3);
+    read(&mut b, 3);
+    assert_valid(&check(&b.history));
+}
+
 #[test]
 fn no_read_judges_nothing() {
     let mut b = Builder::new();
