@@ -5,6 +5,7 @@
 //! Errors become client packets only in `error.rs`.
 
 mod accounts;
+mod edge;
 pub(crate) mod error;
 mod handshake;
 mod session;
@@ -198,10 +199,7 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let fe = fe.clone();
-                    tokio::spawn(async move { handle(fe, stream, peer).await });
-                }
+                Ok((stream, peer)) => spawn_session(fe.clone(), stream, peer),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!("accept failed: {e}");
@@ -215,6 +213,24 @@ pub(crate) async fn serve(
             }
         }
     }
+}
+
+/// Moves an accepted connection to a session thread (`edge.rs`) and serves it there.
+fn spawn_session(fe: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
+    // The socket leaves this runtime's I/O driver and joins the session thread's.
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%peer, "cannot hand the connection to a session thread: {e}");
+            return;
+        }
+    };
+    edge::spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => handle(fe, stream, peer).await,
+            Err(e) => warn!(%peer, "cannot register the connection: {e}"),
+        }
+    });
 }
 
 async fn handle(fe: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
