@@ -85,8 +85,7 @@ mod tests {
     async fn a_ready_read_needs_no_timer_and_a_stalled_one_fails() {
         let ready = unless_stalled(async { 7 }, Duration::from_millis(1)).await;
         assert_eq!(ready, Ok(7));
-        let stalled =
-            unless_stalled(std::future::pending::<()>(), Duration::from_millis(50)).await;
+        let stalled = unless_stalled(std::future::pending::<()>(), Duration::from_millis(50)).await;
         assert_eq!(stalled, Err(()));
         let slow = unless_stalled(
             async {
