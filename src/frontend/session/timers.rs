@@ -39,7 +39,10 @@ impl IdleTimer {
     pub(super) async fn expired(&mut self) {
         loop {
             (&mut self.sleep).await;
-            let due = self.last_active + self.timeout;
+            // A timeout too large to add to a clock reading never expires.
+            let Some(due) = self.last_active.checked_add(self.timeout) else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= due {
                 return;
             }
@@ -79,6 +82,14 @@ mod tests {
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
             "waited {waited:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_idle_timeout_beyond_the_clock_never_expires() {
+        let mut idle = IdleTimer::new(Duration::from_secs(u64::MAX));
+        idle.start_waiting();
+        let expired = tokio::time::timeout(Duration::from_millis(50), idle.expired()).await;
+        assert!(expired.is_err());
     }
 
     #[tokio::test]
