@@ -89,6 +89,7 @@ enum End {
 mod batch;
 mod privilege;
 mod strict;
+mod timers;
 mod txn;
 
 pub(crate) struct Session {
@@ -123,13 +124,15 @@ pub(crate) struct Session {
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
     /// COM_SET_OPTION since).
     multi_statements: bool,
+    idle: timers::IdleTimer,
 }
 
 /// A prepared statement, by the id the client was given.
 #[derive(Clone)]
 struct Prepared {
     route: Route,
-    statement: Statement,
+    /// Shared, so that each execution does not copy the classified statement.
+    statement: Arc<Statement>,
     /// The text, to prepare it again on a new backend connection after a brute-force abort.
     text: Vec<u8>,
     /// The id on the current backend connection (differs from the client's after re-preparing).
@@ -219,6 +222,7 @@ impl Session {
             multi_statements: opts
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+            idle: timers::IdleTimer::new(fe.settings.idle_timeout),
             fe,
         }
     }
@@ -258,17 +262,20 @@ impl Session {
     /// Waits for the next command: up to the idle timeout for its first byte, then up to the net
     /// read timeout for the rest of the packet.
     async fn read_command(&mut self) -> Result<Packet, End> {
-        let s = &self.fe.settings;
         if !self.client.reader.has_buffered() {
-            let wait = self.client.reader_inner_fill(s.idle_timeout).await;
-            match wait {
-                Ok(true) => {}
-                Ok(false) => return Err(End::ClientGone("closed".into())),
-                Err(()) => return Err(End::Idle),
+            self.idle.start_waiting();
+            tokio::select! {
+                biased;
+                r = self.client.reader.fill_buf() => match r {
+                    Ok(b) if !b.is_empty() => {}
+                    _ => return Err(End::ClientGone("closed".into())),
+                },
+                () = self.idle.expired() => return Err(End::Idle),
             }
         }
-        match tokio::time::timeout(s.net_read_timeout, self.client.reader.read()).await {
-            Err(_) => Err(End::Stalled),
+        let stall = self.fe.settings.net_read_timeout;
+        match timers::unless_stalled(self.client.reader.read(), stall).await {
+            Err(()) => Err(End::Stalled),
             Ok(Ok(p)) => Ok(p),
             Ok(Err(PacketError::TooLarge { .. })) => {
                 self.client
@@ -696,7 +703,7 @@ impl Session {
                     id,
                     Prepared {
                         route: r,
-                        statement: st,
+                        statement: Arc::new(st),
                         text,
                         backend_id: id,
                     },
@@ -721,7 +728,7 @@ impl Session {
         let (r, st) = stmt_id(&packet)
             .and_then(|id| self.prepared.get(&id))
             .map(|p| (p.route.clone(), p.statement.clone()))
-            .unwrap_or((Route::Write, Statement::Other));
+            .unwrap_or_else(|| (Route::Write, Arc::new(Statement::Other)));
         if r == Route::Write {
             // Checked again at each execution: a TOI may have changed the table's engine.
             let text = stmt_id(&packet)
@@ -1281,17 +1288,6 @@ fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser
     })
 }
 
-impl ClientIo {
-    /// Waits until the client sends something. Ok(false) on a clean close, Err on timeout.
-    async fn reader_inner_fill(&mut self, timeout: std::time::Duration) -> Result<bool, ()> {
-        match tokio::time::timeout(timeout, self.reader.fill_buf()).await {
-            Err(_) => Err(()),
-            Ok(Ok(buf)) => Ok(!buf.is_empty()),
-            Ok(Err(_)) => Ok(false),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1320,7 +1316,10 @@ mod tests {
             .into_iter()
             .map(|b| String::from_utf8(b).unwrap())
             .collect();
-        assert_eq!(kept, ["SET @x = 1", "SET NAMES utf8mb4", "SET autocommit = 0"]);
+        assert_eq!(
+            kept,
+            ["SET @x = 1", "SET NAMES utf8mb4", "SET autocommit = 0"]
+        );
         for i in 0..SessionSettings::MAX + 5 {
             let sql = format!("SET @v{i} = {i}");
             s.remember(&set(&sql), sql.as_bytes());
