@@ -343,7 +343,7 @@ def commit_path(work):
 
 # ---- per-stage latency (certus /metrics, scraped before and after each cell) ----------------
 
-STAGES = ["capture", "keys", "release", "propose", "certify", "apply_queue", "apply", "outcome",
+STAGES = ["capture", "keys", "propose", "certify", "apply_queue", "apply", "outcome",
           "commit"]
 PROM = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ([-+0-9.eEinfINFNa]+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

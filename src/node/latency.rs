@@ -16,12 +16,11 @@ use std::time::Duration;
 /// The stages of a commit, in the order a write set goes through them (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// XA END, XA PREPARE, `@@last_gtid` and matching the event group on the binlog stream.
+    /// XA END, XA PREPARE, `@@last_gtid`, XA ROLLBACK and `@@last_gtid` again (one pipelined
+    /// round trip), and matching the event group on the binlog stream.
     Capture,
     /// Certification keys from the captured rows and the catalog.
     Keys,
-    /// XA ROLLBACK of the prepared transaction (releases its locks).
-    Release,
     /// `propose`: batching, forwarding to the leader, the fsynced Raft append on a quorum, commit.
     Propose,
     /// Decoding and certifying one write set in the state machine.
@@ -38,10 +37,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Capture,
         Stage::Keys,
-        Stage::Release,
         Stage::Propose,
         Stage::Certify,
         Stage::ApplyQueue,
@@ -55,7 +53,6 @@ impl Stage {
         match self {
             Stage::Capture => "capture",
             Stage::Keys => "keys",
-            Stage::Release => "release",
             Stage::Propose => "propose",
             Stage::Certify => "certify",
             Stage::ApplyQueue => "apply_queue",

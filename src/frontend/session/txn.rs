@@ -289,19 +289,14 @@ impl Session {
                 "brute-force aborted before XA PREPARE".into(),
             ));
         }
+        // The transaction is prepared, captured and rolled back, and the session leaves its
+        // commit step, before the write set goes through Raft.
         let result = self.prepare_and_capture(&txn, &started).await;
-        let group = match result {
-            Err(end) => {
-                self.shared.end_commit();
-                return Err(end);
-            }
-            Ok(Err(refusal)) => {
-                self.shared.end_commit();
-                return Ok(Err(refusal));
-            }
-            Ok(Ok(Captured::Group(group))) => group,
-            Ok(Ok(Captured::Nothing)) => {
-                self.shared.end_commit();
+        self.shared.end_commit();
+        let group = match result? {
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(Captured::Group(group)) => group,
+            Ok(Captured::Nothing) => {
                 // No row changed. If rows were matched but left unchanged, the transaction
                 // still read them for update: certify it, or its stale read would be a lost
                 // update.
@@ -312,27 +307,7 @@ impl Session {
                 return self.outcome(submitted, &started);
             }
         };
-        // The prepared XA is rolled back and the session leaves its commit step before the
-        // write set goes through Raft. Overlapping the rollback with the proposal (and staying
-        // in the commit step until the outcome) lost acknowledged read-modify-write increments
-        // under contention (tests/py/oslo_counter.py, about one run in two); keep this order.
         let latency = self.fe.write_path.shared.latency.clone();
-        let timer = StageTimer::start();
-        // The rollback writes its own binlog group, which moves @@last_gtid: the next
-        // transaction's baseline is read right after it, in the same round trip.
-        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
-        let replies = self
-            .internal_pipelined([&rollback, "SELECT @@last_gtid"])
-            .await;
-        self.shared.end_commit();
-        let [rolled_back, gtid] = replies?;
-        timer.stop(&latency, Stage::Release);
-        self.last_gtid = None;
-        if !matches!(rolled_back, Internal::Err(_)) {
-            if let Ok(v) = gtid.first_value() {
-                self.last_gtid = Some(v.unwrap_or_default());
-            }
-        }
         let timer = StageTimer::start();
         let keys = match self.fe.write_path.keys_for(&group).await {
             Ok(k) => k,
@@ -374,40 +349,48 @@ impl Session {
         }
     }
 
-    /// XA END, XA PREPARE and the GTID read in one round trip, then the group from the binlog.
-    /// The group comes back with the XA transaction still prepared (the caller rolls it back);
-    /// on every other path it has been rolled back here.
+    /// XA END, XA PREPARE, the GTID read, XA ROLLBACK and the next baseline GTID read, in one
+    /// round trip; then the group from the binlog. The group PREPARE wrote stays in the binlog
+    /// whatever follows, so the rollback need not wait for the capture: the transaction's locks
+    /// are released before its write set is proposed, as they always were. Its effects come
+    /// back through the applier, in log order.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
         started: &StageTimer,
     ) -> Result<Result<Captured, Refusal>, End> {
         let latency = self.fe.write_path.shared.latency.clone();
-        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
         let end = format!("XA END '{}'", txn.xid);
         let prepare = format!("XA PREPARE '{}'", txn.xid);
-        let [ended, prepared, gtid] = self
-            .internal_pipelined([&end, &prepare, "SELECT @@last_gtid"])
+        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+        let baseline = self.last_gtid.take();
+        let [ended, prepared, gtid, rolled_back, after] = self
+            .internal_pipelined([
+                &end,
+                &prepare,
+                "SELECT @@last_gtid",
+                &rollback,
+                "SELECT @@last_gtid",
+            ])
             .await?;
+        // The rollback writes its own binlog group (none if nothing was written), which moves
+        // @@last_gtid: the read after it is the next transaction's baseline.
+        if !matches!(rolled_back, Internal::Err(_)) {
+            self.last_gtid = after.first_value().ok().map(Option::unwrap_or_default);
+        }
         // A failed END fails the PREPARE after it; a failed PREPARE has rolled the transaction
-        // back already. Either way, make sure.
+        // back already; the pipelined ROLLBACK made sure.
         for reply in [ended, prepared] {
             if let Internal::Err(e) = reply {
-                let _ = self.internal(&rollback).await?;
                 return Ok(Err(Refusal::Backend(e)));
             }
         }
         let gtid = match gtid.first_value() {
             Ok(v) => v.unwrap_or_default(),
-            Err(e) => {
-                let _ = self.internal(&rollback).await?;
-                return Ok(Err(Refusal::Backend(e)));
-            }
+            Err(e) => return Ok(Err(Refusal::Backend(e))),
         };
-        if self.last_gtid.as_deref() == Some(gtid.as_slice()) {
-            // Nothing was written: the rollback adds no binlog group, @@last_gtid stays.
-            let _ = self.internal(&rollback).await?;
-            self.last_gtid = Some(gtid);
+        if baseline.as_deref() == Some(gtid.as_slice()) {
+            // Nothing was written: no binlog group at PREPARE, none at ROLLBACK.
             return Ok(Ok(Captured::Nothing));
         }
         let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
@@ -422,8 +405,6 @@ impl Session {
         match captured {
             Ok(group) => Ok(Ok(Captured::Group(group))),
             Err(e) => {
-                let _ = self.internal(&rollback).await?;
-                self.last_gtid = None;
                 tracing::error!("capture of a committing transaction failed: {e}");
                 Ok(Err(Refusal::Client(ClientError::NotReady)))
             }
