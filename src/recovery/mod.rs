@@ -138,14 +138,7 @@ pub(crate) fn mark_inconsistent(
     );
     write_file_atomic(&path, text.as_bytes())
         .map_err(|e| RecoveryError::Refused(format!("cannot write {}: {e}", path.display())))?;
-    write_grastate(
-        data_dir,
-        &Grastate {
-            uuid,
-            seqno: None,
-            safe_to_bootstrap: false,
-        },
-    )
+    write_grastate_running(data_dir, uuid)
 }
 
 pub(crate) fn raft_dir(data_dir: &Path) -> PathBuf {
@@ -166,6 +159,19 @@ pub fn read_grastate(data_dir: &Path) -> Result<Option<Grastate>, RecoveryError>
         }
         Err(source) => Err(RecoveryError::Grastate { path, source }),
     }
+}
+
+/// grastate.dat as Galera keeps it while a node runs (or after it became Inconsistent): the
+/// position unknown (`seqno: -1`) and never safe to bootstrap from.
+fn write_grastate_running(data_dir: &Path, uuid: Uuid) -> Result<(), RecoveryError> {
+    write_grastate(
+        data_dir,
+        &Grastate {
+            uuid,
+            seqno: None,
+            safe_to_bootstrap: false,
+        },
+    )
 }
 
 pub(crate) fn write_grastate(data_dir: &Path, state: &Grastate) -> Result<(), RecoveryError> {
@@ -319,14 +325,7 @@ pub(crate) async fn mark_running(
         .await
         .map_err(err)?;
     drop(conn);
-    write_grastate(
-        data_dir,
-        &Grastate {
-            uuid,
-            seqno: None,
-            safe_to_bootstrap: false,
-        },
-    )
+    write_grastate_running(data_dir, uuid)
 }
 
 /// After a clean stop: the applied seqno (unknown: `-1`) and whether this node left last. An

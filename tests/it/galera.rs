@@ -213,25 +213,9 @@ async fn a_node_whose_toi_result_differs_from_the_majority_becomes_inconsistent(
     let mut a = c.node(0).admin().await;
     a.query_drop("CREATE DATABASE d").await.unwrap();
     converged_db(&c, "d").await;
-    // Node 3's backend already has the table (made behind the cluster's back).
-    let mut direct = c.node(2).service_conn().await;
-    direct
-        .query_drop("SET SESSION sql_log_bin = 0")
-        .await
-        .unwrap();
-    direct
-        .query_drop("CREATE TABLE d.x (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    drop(direct);
-    // Nodes 1 and 2 create it; node 3 refuses with 1050: it is the odd one out.
-    a.query_drop("CREATE TABLE d.x (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let flagged = TestNode::eventually(Duration::from_secs(15), || {
-        c.node(2).running().status().inconsistent.is_some()
-    })
-    .await;
+    // Node 3's backend already has the table (made behind the cluster's back); nodes 1 and 2
+    // create it, node 3 refuses with 1050: it is the odd one out.
+    let flagged = harness::diverge_node3_by_toi(&c, &mut a, &[]).await;
     let s3 = c.node(2).running().status();
     assert!(flagged, "node 3 not flagged: {s3:?}");
     let reason = s3.inconsistent.unwrap_or_default();

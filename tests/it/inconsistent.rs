@@ -3,7 +3,7 @@
 //! clients at every start until an operator re-provisions its backend and removes the marker.
 //! Three nodes, real MariaDB backends.
 
-use crate::harness::{self, require_mariadb, run_all, server_code, TestCluster, TestNode};
+use crate::harness::{self, require_mariadb, server_code, TestCluster, TestNode};
 use mysql_async::prelude::*;
 use std::time::Duration;
 
@@ -44,26 +44,9 @@ async fn an_inconsistent_node_stays_out_after_a_restart_until_its_backend_is_rep
         |v| v == 1,
     )
     .await;
-    // Node 3's backend gets a table and a row behind the cluster's back: stale data.
-    let mut direct = c.node(2).service_conn().await;
-    run_all(
-        &mut direct,
-        &[
-            "SET SESSION sql_log_bin = 0",
-            "CREATE TABLE d.x (id INT PRIMARY KEY)",
-            "INSERT INTO d.x VALUES (1)",
-        ],
-    )
-    .await;
-    drop(direct);
-    // The cluster's CREATE fails on node 3 alone (1050): node 3 becomes Inconsistent.
-    a.query_drop("CREATE TABLE d.x (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    let flagged = TestNode::eventually(Duration::from_secs(15), || {
-        c.node(2).running().status().inconsistent.is_some()
-    })
-    .await;
+    // Node 3's backend gets a table and a row behind the cluster's back (stale data), and the
+    // cluster's CREATE of that table then fails on node 3 alone (1050).
+    let flagged = harness::diverge_node3_by_toi(&c, &mut a, &["INSERT INTO d.x VALUES (1)"]).await;
     assert!(flagged, "node 3 never became Inconsistent");
     a.query_drop("INSERT INTO d.x VALUES (10), (11)")
         .await

@@ -10,6 +10,36 @@ use super::{try_service_conn_at, TestCluster, TestNode};
 use mysql_async::prelude::*;
 use std::time::Duration;
 
+/// Makes node 3 Inconsistent through a TOI whose result differs: its backend gets table `d.x`
+/// (and `local` statements after it) behind the cluster's back, then the cluster creates `d.x`
+/// through `origin`, which node 3 alone refuses (1050). Database `d` must exist on every node.
+/// Returns whether node 3 was flagged within 15 s.
+pub async fn diverge_node3_by_toi(
+    c: &TestCluster,
+    origin: &mut mysql_async::Conn,
+    local: &[&str],
+) -> bool {
+    let mut direct = c.node(2).service_conn().await;
+    run_all(
+        &mut direct,
+        &[
+            "SET SESSION sql_log_bin = 0",
+            "CREATE TABLE d.x (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    run_all(&mut direct, local).await;
+    drop(direct);
+    origin
+        .query_drop("CREATE TABLE d.x (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    TestNode::eventually(Duration::from_secs(15), || {
+        c.node(2).running().status().inconsistent.is_some()
+    })
+    .await
+}
+
 /// MariaDB's deadlock error exactly as a certification conflict reports it.
 pub fn is_deadlock(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Server(s) if s.code == 1213 && s.state == "40001"
