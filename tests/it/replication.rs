@@ -777,3 +777,55 @@ async fn prepared_transaction_control_works_like_text() {
     assert!(is_deadlock(&e), "{e:?}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_innodb_deadlock_between_local_sessions_ends_the_transaction_like_mariadb() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE dl",
+                "CREATE TABLE dl.t (id INT PRIMARY KEY, v INT)",
+                "INSERT INTO dl.t VALUES (1, 0), (2, 0)",
+            ],
+            "dl.t",
+        )
+        .await;
+    let mut b = c.node(0).admin().await;
+    a.query_drop("BEGIN").await.unwrap();
+    b.query_drop("BEGIN").await.unwrap();
+    a.query_drop("UPDATE dl.t SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    b.query_drop("UPDATE dl.t SET v = 2 WHERE id = 2")
+        .await
+        .unwrap();
+    // A waits for B's row; B then waits for A's: InnoDB picks a victim on the one backend.
+    let waiting = tokio::spawn(async move {
+        let r = a.query_drop("UPDATE dl.t SET v = 1 WHERE id = 2").await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rb = b.query_drop("UPDATE dl.t SET v = 2 WHERE id = 1").await;
+    let (a, ra) = waiting.await.unwrap();
+    let (mut victim, mut survivor) = match (&ra, &rb) {
+        (Err(e), Ok(())) if is_deadlock(e) => (a, b),
+        (Ok(()), Err(e)) if is_deadlock(e) => (b, a),
+        other => panic!("expected exactly one 1213: {other:?}"),
+    };
+    // As on MariaDB, the victim is no longer in a transaction: BEGIN (sysbench restarts with
+    // BEGIN, no ROLLBACK) and COMMIT both work, and what it writes next is replicated.
+    victim.query_drop("BEGIN").await.unwrap();
+    victim.query_drop("COMMIT").await.unwrap();
+    survivor.query_drop("COMMIT").await.unwrap();
+    victim
+        .query_drop("BEGIN; UPDATE dl.t SET v = 9 WHERE id = 1; COMMIT")
+        .await
+        .unwrap();
+    c.converged("dl.t").await;
+    for n in &c.nodes {
+        assert_eq!(backend_count(n, "SELECT v FROM dl.t WHERE id = 1").await, 9);
+    }
+    c.stop().await;
+}

@@ -121,6 +121,8 @@ pub(crate) struct Session {
     settings: SessionSettings,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
+    /// The error code of the last relayed response that ended in an ERR packet, if it did.
+    last_error: Option<u16>,
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
     /// COM_SET_OPTION since).
     multi_statements: bool,
@@ -219,6 +221,7 @@ impl Session {
             sql_prepared: std::collections::HashMap::new(),
             settings: SessionSettings::default(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
+            last_error: None,
             multi_statements: opts
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
@@ -419,6 +422,12 @@ impl Session {
                     if let Some(s) = status {
                         self.status = s;
                     }
+                    self.last_error = match p.payload.as_slice() {
+                        [0xff, lo, hi, ..] if tracker.failed() => {
+                            Some(u16::from_le_bytes([*lo, *hi]))
+                        }
+                        _ => None,
+                    };
                     self.client
                         .writer
                         .flush()
@@ -753,7 +762,15 @@ impl Session {
         match (&mut self.txn, autocommit) {
             (Some(t), _) => {
                 t.wrote |= write;
-                self.relay(packet, Shape::ResultSets).await.map(drop)
+                let ok = self.relay(packet, Shape::ResultSets).await?;
+                if !ok && self.last_error == Some(ER_LOCK_DEADLOCK) {
+                    // InnoDB rolled the whole transaction back; the client is no longer in one,
+                    // as with MariaDB. The XA is left ROLLBACK ONLY: end it now, or the next
+                    // BEGIN (sysbench restarts with BEGIN, no ROLLBACK) would get 1399.
+                    self.rollback_xa().await?;
+                    self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+                }
+                Ok(())
             }
             (None, true) if write => self.autocommit_write(packet, Shape::ResultSets).await,
             (None, true) => self.relay(packet, Shape::ResultSets).await.map(drop),
@@ -1366,6 +1383,9 @@ mod tests {
         }
     }
 }
+
+/// MariaDB's ER_LOCK_DEADLOCK: after it InnoDB has rolled back the whole transaction.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// The `SET` statements a session ran successfully, to replay on a new backend connection.
 /// Global assignments are not the session's and are left out; a statement repeated verbatim
