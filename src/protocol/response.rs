@@ -51,8 +51,9 @@ pub(crate) struct ResponseTracker {
     state: State,
     /// Where the status flags sit in the packet just fed, if it carries them (OK, EOF).
     status_at: Option<usize>,
-    /// Whether the response ended with an ERR packet.
-    failed: bool,
+    /// The error code of the ERR packet the response ended with, if it did (0 if the packet was
+    /// too short to carry one).
+    error: Option<u16>,
 }
 
 const OK: u8 = 0x00;
@@ -70,7 +71,7 @@ impl ResponseTracker {
             deprecate_eof,
             state,
             status_at: None,
-            failed: false,
+            error: None,
         }
     }
 
@@ -92,7 +93,12 @@ impl ResponseTracker {
 
     /// Whether the response (so far) ended in an ERR packet.
     pub(crate) fn failed(&self) -> bool {
-        self.failed
+        self.error.is_some()
+    }
+
+    /// The error code of the ERR packet the response (so far) ended in.
+    pub(crate) fn error_code(&self) -> Option<u16> {
+        self.error
     }
 
     /// Feeds the next packet's payload.
@@ -114,7 +120,7 @@ impl ResponseTracker {
         }
         // 0xFF never starts a row or a definition (it is no valid length prefix): always an ERR.
         if first == ERR {
-            self.failed = true;
+            self.error = Some(p.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]])));
         }
         match self.shape {
             Shape::Single => Ok(Step::Done {
@@ -464,6 +470,11 @@ mod tests {
         let mut t = ResponseTracker::new(Shape::ResultSets, false);
         t.feed(&err()).unwrap();
         assert!(t.failed());
+        assert_eq!(
+            t.error_code(),
+            Some(0x047a),
+            "the code the packet carries (1146)"
+        );
         let p = ok_packet(3, StatusFlags::from_bits_retain(AUTOCOMMIT), 1);
         assert_eq!(p, vec![0, 3, 0, 2, 0, 1, 0]);
         assert_eq!(

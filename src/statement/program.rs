@@ -11,8 +11,8 @@
 //! Owns no policy and does no I/O; must not classify statements (that is `classify`).
 
 use super::classify::ObjectName;
-use super::lexer::{ident_text, tokenize, Token, TokenKind};
-use super::targets::write_targets;
+use super::lexer::{tokenize, Token, TokenKind};
+use super::targets::{object_name, write_targets};
 
 /// The effects of one stored-program body.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -101,27 +101,6 @@ fn statement_end(toks: &[Token]) -> Option<&Token> {
             _ => {}
         }
         depth == 0 && t.is_punct(b';')
-    })
-}
-
-/// `name` or `schema.name` at the start of `toks`.
-fn object_name(sql: &[u8], toks: &[Token]) -> Option<ObjectName> {
-    let ident = |t: &Token| {
-        matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent)
-            .then(|| ident_text(sql, t))
-            .flatten()
-    };
-    let first = ident(toks.first()?)?;
-    if toks.get(1).is_some_and(|t| t.is_punct(b'.')) {
-        let name = ident(toks.get(2)?)?;
-        return Some(ObjectName {
-            schema: Some(first),
-            name,
-        });
-    }
-    Some(ObjectName {
-        schema: None,
-        name: first,
     })
 }
 

@@ -75,6 +75,11 @@ pub fn write_targets(stmt: &[u8]) -> Vec<ObjectName> {
     }
 }
 
+/// `name` or `schema.name` at the start of `toks`.
+pub(super) fn object_name(sql: &[u8], toks: &[Token]) -> Option<ObjectName> {
+    Names { sql, toks, i: 0 }.name()
+}
+
 struct Names<'a> {
     sql: &'a [u8],
     toks: &'a [Token],

@@ -121,8 +121,6 @@ pub(crate) struct Session {
     settings: SessionSettings,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
-    /// The error code of the last relayed response that ended in an ERR packet, if it did.
-    last_error: Option<u16>,
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
     /// COM_SET_OPTION since).
     multi_statements: bool,
@@ -221,7 +219,6 @@ impl Session {
             sql_prepared: std::collections::HashMap::new(),
             settings: SessionSettings::default(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
-            last_error: None,
             multi_statements: opts
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
@@ -330,11 +327,7 @@ impl Session {
             }
             cmd::RESET_CONNECTION => {
                 // Like a disconnect: the open transaction is rolled back.
-                self.rollback_xa().await?;
-                self.prepared.clear();
-                self.sql_prepared.clear();
-                self.settings.clear();
-                self.last_gtid = None;
+                self.forget_session().await?;
                 self.relay(&packet, Shape::Single).await.map(drop)
             }
             cmd::SET_OPTION => {
@@ -380,6 +373,15 @@ impl Session {
     /// Sends `request` to the backend and relays its whole response to the client. Returns
     /// whether it succeeded (did not end in an ERR packet).
     async fn relay(&mut self, request: &Packet, shape: Shape) -> Result<bool, End> {
+        Ok(self.relay_for_error(request, shape).await?.is_none())
+    }
+
+    /// [`Session::relay`], answering with the error code the response ended in, if it did.
+    async fn relay_for_error(
+        &mut self,
+        request: &Packet,
+        shape: Shape,
+    ) -> Result<Option<u16>, End> {
         self.forward_only(request).await?;
         let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
         // While the backend works, notice a client that hangs up, so its query does not run on
@@ -422,18 +424,12 @@ impl Session {
                     if let Some(s) = status {
                         self.status = s;
                     }
-                    self.last_error = match p.payload.as_slice() {
-                        [0xff, lo, hi, ..] if tracker.failed() => {
-                            Some(u16::from_le_bytes([*lo, *hi]))
-                        }
-                        _ => None,
-                    };
                     self.client
                         .writer
                         .flush()
                         .await
                         .map_err(|e| End::ClientGone(e.to_string()))?;
-                    return Ok(!tracker.failed());
+                    return Ok(tracker.error_code());
                 }
                 Err(e) => return Err(End::BackendGone(e.to_string())),
             }
@@ -762,8 +758,8 @@ impl Session {
         match (&mut self.txn, autocommit) {
             (Some(t), _) => {
                 t.wrote |= write;
-                let ok = self.relay(packet, Shape::ResultSets).await?;
-                if !ok && self.last_error == Some(ER_LOCK_DEADLOCK) {
+                let error = self.relay_for_error(packet, Shape::ResultSets).await?;
+                if error == Some(ER_LOCK_DEADLOCK) {
                     // InnoDB rolled the whole transaction back; the client is no longer in one,
                     // as with MariaDB. The XA is left ROLLBACK ONLY: end it now, or the next
                     // BEGIN (sysbench restarts with BEGIN, no ROLLBACK) would get 1399.
@@ -1132,13 +1128,20 @@ impl Session {
         }
     }
 
-    /// COM_CHANGE_USER: a full re-authentication, then the same on the backend connection.
-    async fn change_user(&mut self, packet: Packet) -> Result<(), End> {
+    /// What COM_RESET_CONNECTION and COM_CHANGE_USER end on the node's side, as they end it on
+    /// the backend: the open transaction (rolled back), prepared statements, settings.
+    async fn forget_session(&mut self) -> Result<(), End> {
         self.rollback_xa().await?;
         self.prepared.clear();
         self.sql_prepared.clear();
         self.settings.clear();
         self.last_gtid = None;
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: a full re-authentication, then the same on the backend connection.
+    async fn change_user(&mut self, packet: Packet) -> Result<(), End> {
+        self.forget_session().await?;
         let Some(req) = parse_change_user(&packet.payload, self.opts.capabilities) else {
             self.reply_error(&packet, &ClientError::BadHandshake)
                 .await?;

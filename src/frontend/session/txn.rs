@@ -233,8 +233,7 @@ impl Session {
                 Ok(v) => self.last_gtid = Some(v.unwrap_or_default()),
                 Err(e) => {
                     if !matches!(started, Internal::Err(_)) {
-                        let _ = self.internal(&format!("XA END '{xid}'")).await?;
-                        let _ = self.internal(&format!("XA ROLLBACK '{xid}'")).await?;
+                        self.end_and_roll_back(&xid).await?;
                     }
                     return Ok(Err(e));
                 }
@@ -260,11 +259,17 @@ impl Session {
     /// Rolls the open XA transaction back (ROLLBACK, or a session reset).
     pub(super) async fn rollback_xa(&mut self) -> Result<(), End> {
         if let Some(txn) = self.txn.take() {
-            let end = format!("XA END '{}'", txn.xid);
-            let rollback = format!("XA ROLLBACK '{}'", txn.xid);
-            let _ = self.internal_pipelined([&end, &rollback]).await?;
+            self.end_and_roll_back(&txn.xid).await?;
         }
         Ok(())
+    }
+
+    /// `XA END` and `XA ROLLBACK` of `xid` in one round trip; the reply to the END.
+    async fn end_and_roll_back(&mut self, xid: &str) -> Result<Internal, End> {
+        let end = format!("XA END '{xid}'");
+        let rollback = format!("XA ROLLBACK '{xid}'");
+        let [ended, _] = self.internal_pipelined([&end, &rollback]).await?;
+        Ok(ended)
     }
 
     /// Commits the open XA transaction through the cluster.
@@ -275,10 +280,7 @@ impl Session {
         let started = StageTimer::start();
         if !txn.wrote {
             // Nothing that could write ran: nothing to replicate.
-            let end = format!("XA END '{}'", txn.xid);
-            let rollback = format!("XA ROLLBACK '{}'", txn.xid);
-            let [ended, _] = self.internal_pipelined([&end, &rollback]).await?;
-            return Ok(match ended {
+            return Ok(match self.end_and_roll_back(&txn.xid).await? {
                 Internal::Err(e) => Err(Refusal::Backend(e)),
                 _ => Ok(()),
             });
