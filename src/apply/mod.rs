@@ -49,6 +49,9 @@ pub enum ApplyError {
         message: String,
         during: &'static str,
     },
+    /// The origin session could not `XA COMMIT` its own prepared transaction.
+    #[error("the origin's XA COMMIT failed: {0}")]
+    OriginCommit(String),
     /// `certus.state` lacks its row: the internal schema is not installed.
     #[error("certus.state has no row with id = 1")]
     NoStateRow,
@@ -59,7 +62,9 @@ impl ApplyError {
     pub fn code(&self) -> Option<u16> {
         match self {
             ApplyError::Backend { code, .. } => Some(*code),
-            ApplyError::Connection { .. } | ApplyError::NoStateRow => None,
+            ApplyError::Connection { .. }
+            | ApplyError::OriginCommit(_)
+            | ApplyError::NoStateRow => None,
         }
     }
 
@@ -380,6 +385,43 @@ impl Applier {
     /// The backend thread id of the applier connection (to find who blocks it).
     pub fn thread_id(&self) -> u32 {
         self.conn.id()
+    }
+
+    /// Records `seqno` as applied by the origin's own XA `xid`, before that XA is committed: a
+    /// crash between the two leaves the XA prepared and named here, and start-up commits it.
+    pub async fn record_origin_commit(
+        &mut self,
+        seqno: Seqno,
+        xid: &str,
+    ) -> Result<(), ApplyError> {
+        self.run(
+            &format!(
+                "UPDATE certus.state SET applied_seqno = {}, origin_xid = {} WHERE id = 1",
+                seqno.0,
+                quote(xid)
+            ),
+            "recording the origin's commit",
+        )
+        .await
+    }
+
+    /// Whether `xid` is a prepared XA on the backend (attached to a session or not).
+    pub async fn xa_prepared(&mut self, xid: &str) -> Result<bool, ApplyError> {
+        let rows: Vec<(i64, i64, i64, Vec<u8>)> = self
+            .conn
+            .query("XA RECOVER")
+            .await
+            .map_err(|e| ApplyError::from_driver(e, "XA RECOVER"))?;
+        Ok(rows.iter().any(|(_, gtrid_len, _, data)| {
+            data.get(..(*gtrid_len).max(0) as usize) == Some(xid.as_bytes())
+        }))
+    }
+
+    /// `XA COMMIT` of a prepared XA from the applier's connection: only possible once no
+    /// session owns it (1397 XAER_NOTA while one does).
+    pub async fn xa_commit(&mut self, xid: &str) -> Result<(), ApplyError> {
+        self.run(&format!("XA COMMIT {}", quote(xid)), "XA COMMIT")
+            .await
     }
 
     /// Records `seqno` as applied without applying anything: a TOI that every backend refuses

@@ -5,6 +5,7 @@
 pub mod flow_control;
 pub mod latency;
 pub(crate) mod members;
+pub(crate) mod prepared;
 pub mod progress;
 mod sst;
 pub mod status;

@@ -4,7 +4,10 @@
 //!   verdict on every node, in log order) and queues the result for the applier. It does no I/O.
 //! * The apply task replays committed write sets on the local backend in log order, runs TOI
 //!   statements, brute-force aborts local transactions that block it, and tells the origin
-//!   session the outcome once this backend reflects it (read-your-writes on the origin).
+//!   session the outcome once this backend reflects it (read-your-writes on the origin). A
+//!   write set whose origin session still holds its XA prepared here is not replayed: at its
+//!   seqno the applier records the seqno and has the session `XA COMMIT` it
+//!   (`super::prepared`).
 //! * [`WritePath`] is what a session calls: last_seen, capture, keys, and `submit`.
 //!
 //! An apply failure is never ignored: the node becomes Inconsistent, applies nothing more and
@@ -24,6 +27,7 @@ use crate::certification::{Certifier, Verdict};
 use crate::frontend::Registry;
 use crate::ids::{NodeId, Seqno};
 use crate::node::latency::{Stage, StageTimer, WritePathMetrics};
+use crate::node::prepared::{PreparedXa, XaRequest};
 use crate::replication::{Fsm, MembershipProbe, ProposeError, Replication};
 use crate::writeset::{
     self, Body, CellValue, Collation, ForeignKeyMeta, IndexColumn, IndexMeta, Key, RowChange,
@@ -73,6 +77,9 @@ struct ApplyItem {
     /// The Raft log index of the entry that carried it.
     index: u64,
     origin_xid: Option<String>,
+    /// Its certification keys: a prepared XA of this node that conflicts with them is rolled
+    /// back before the write set is applied (its locks would block the applier).
+    keys: Vec<Key>,
     work: Work,
     /// When certification queued it (for the apply-queue latency only).
     queued_at: std::time::Instant,
@@ -120,6 +127,8 @@ pub(crate) struct Shared {
     sst_phase: std::sync::atomic::AtomicU8,
     /// Snapshots loaded into the backend since start (state transfers received).
     pub(crate) sst_loads: AtomicU64,
+    /// The sessions' XA transactions prepared here and waiting for their seqno.
+    pub(crate) prepared: super::prepared::PreparedRegistry,
     /// Every state-transfer state this node went through, in order (for status and tests).
     sst_history: Mutex<Vec<&'static str>>,
 }
@@ -213,6 +222,7 @@ impl Fsm for NodeFsm {
             origin: self.node,
             index,
             origin_xid: None,
+            keys: Vec::new(),
             work: Work::Load(data),
             queued_at: std::time::Instant::now(),
         });
@@ -261,6 +271,7 @@ impl NodeFsm {
                 origin: ws.origin,
                 index,
                 origin_xid,
+                keys: ws.keys,
                 work,
                 queued_at: std::time::Instant::now(),
             });
@@ -407,12 +418,7 @@ impl WritePath {
         let sink = progress.clone();
         repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
         let flow = Arc::new(flow);
-        rollback_orphaned_xa(&backend.pool, node).await?;
-        tokio::spawn(watch_backend_restarts(
-            backend.health_watch(),
-            backend.pool.clone(),
-            node,
-        ));
+        resolve_orphaned_xa(&backend.pool, node, None).await?;
         let svc_opts = backend
             .endpoint
             .opts(&backend.service.user, &backend.service.password);
@@ -455,8 +461,15 @@ impl WritePath {
             applied_index: AtomicU64::new(0),
             sst_phase: std::sync::atomic::AtomicU8::new(SST_JOINING),
             sst_loads: AtomicU64::new(0),
+            prepared: Default::default(),
             sst_history: Mutex::new(vec!["Joining"]),
         });
+        tokio::spawn(watch_backend_restarts(
+            backend.health_watch(),
+            backend.pool.clone(),
+            node,
+            shared.clone(),
+        ));
         let (tx, rx) = mpsc::unbounded_channel();
         let sst = super::sst::SstBackend::new(backend, repl_cfg.data_dir.clone());
         let fsm = Arc::new(Mutex::new(NodeFsm {
@@ -538,6 +551,36 @@ impl WritePath {
             pool,
             apply_task,
         })
+    }
+
+    /// This node's prepared XAs: a session registers its own before submitting its write set.
+    pub(crate) fn prepared(&self) -> &super::prepared::PreparedRegistry {
+        &self.shared.prepared
+    }
+
+    /// Forgets a session's prepared XA when the session stops serving it. One the applier
+    /// claimed for commit stays registered until the applier has committed it. Any other is
+    /// claimed for rollback (its write set, if certification commits it, is replayed), and if
+    /// it is still prepared (the session's connection broke), it is resolved from another
+    /// connection once detached.
+    pub(crate) fn forget_prepared(&self, xid: &str, xa: &PreparedXa) {
+        if xa.commit_claimed() {
+            return;
+        }
+        xa.claim_rollback();
+        self.shared.prepared.remove(xid);
+        if xa.is_resolved() {
+            return;
+        }
+        let (pool, node, shared) = (self.pool.clone(), self.node, self.shared.clone());
+        tokio::spawn(async move {
+            for wait in [Duration::from_millis(200), Duration::from_secs(2)] {
+                tokio::time::sleep(wait).await;
+                if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared)).await {
+                    warn!("resolving a prepared XA its session left: {e}");
+                }
+            }
+        });
     }
 
     /// The seqno this backend reflects: a transaction's last_seen, read before it starts.
@@ -842,54 +885,79 @@ impl WritePath {
     }
 }
 
-/// Rolls back the prepared XA transactions a crash left behind on this backend (only those with
-/// this node's xid prefix). A session prepares only to capture its row events and rolls back
-/// right after, so a prepared XA that outlived its session is never needed, and it holds locks
-/// the applier would wait on for ever.
-async fn rollback_orphaned_xa(pool: &mysql_async::Pool, node: NodeId) -> Result<usize, String> {
+/// Resolves the prepared XA transactions that outlived their sessions on this backend (only
+/// those with this node's xid prefix). The one `certus.state` names as `origin_xid` was claimed
+/// for commit at `applied_seqno` before a crash or a lost connection stopped its `XA COMMIT`:
+/// it is committed. Every other one is rolled back: its write set, if certification commits it,
+/// is replayed from the log like any other. A prepared XA still attached to a live session
+/// refuses both with XAER_NOTA (1397) and is left to its session.
+///
+/// While the node runs, `prepared` (the sessions' registry) decides first: an XA the applier
+/// claimed for commit is committed, one a live session still holds is asked to roll back.
+async fn resolve_orphaned_xa(
+    pool: &mysql_async::Pool,
+    node: NodeId,
+    prepared: Option<&super::prepared::PreparedRegistry>,
+) -> Result<usize, String> {
     use mysql_async::prelude::Queryable;
     let mut conn = pool
         .get_conn()
         .await
         .map_err(|e| format!("XA RECOVER: {e}"))?;
+    let claimed: Option<String> = conn
+        .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
+        .await
+        .map_err(|e| format!("reading certus.state: {e}"))?;
     let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn
         .query("XA RECOVER")
         .await
         .map_err(|e| format!("XA RECOVER: {e}"))?;
     let prefix = format!("certus_{}_", node.0);
-    let mut rolled_back = 0;
+    let mut resolved = 0;
     for (_, gtrid_len, _, data) in rows {
         let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or_default();
-        if gtrid.starts_with(prefix.as_bytes())
-            && gtrid
+        if !gtrid.starts_with(prefix.as_bytes())
+            || !gtrid
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
         {
-            let xid = String::from_utf8_lossy(gtrid).into_owned();
-            // A prepared XA still attached to a live session (it is committing right now)
-            // refuses this with XAER_NOTA (1397): only orphans are rolled back.
-            match conn.query_drop(format!("XA ROLLBACK '{xid}'")).await {
-                Ok(()) => {
-                    warn!(%xid, "rolled back a prepared XA transaction whose session is gone");
-                    rolled_back += 1;
+            continue;
+        }
+        let xid = String::from_utf8_lossy(gtrid).into_owned();
+        let registered = prepared.and_then(|r| r.get(&xid));
+        let commit = claimed.as_deref() == Some(xid.as_str())
+            || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
+        if !commit {
+            if let Some(xa) = &registered {
+                if let super::prepared::Release::Asked(_) = super::prepared::ask_rollback(xa) {
+                    // Its session is alive and rolls it back itself.
+                    continue;
                 }
-                Err(e) => tracing::debug!(%xid, "prepared XA not rolled back: {e}"),
             }
         }
+        let verb = if commit { "COMMIT" } else { "ROLLBACK" };
+        match conn.query_drop(format!("XA {verb} '{xid}'")).await {
+            Ok(()) => {
+                warn!(%xid, "XA {verb} of a prepared XA transaction whose session is gone");
+                resolved += 1;
+            }
+            Err(e) => tracing::debug!(%xid, "prepared XA left alone: {e}"),
+        }
     }
-    Ok(rolled_back)
+    Ok(resolved)
 }
 
-/// Rolls back orphaned prepared XA transactions whenever the backend comes back up: a backend
-/// killed between a session's XA PREPARE and XA ROLLBACK restores that XA at its restart.
+/// Resolves orphaned prepared XA transactions whenever the backend comes back up: a backend
+/// killed while a session's XA was prepared restores that XA at its restart.
 async fn watch_backend_restarts(
     mut health: watch::Receiver<crate::backend::Health>,
     pool: mysql_async::Pool,
     node: NodeId,
+    shared: Arc<Shared>,
 ) {
     while health.changed().await.is_ok() {
         if *health.borrow_and_update() == crate::backend::Health::Up {
-            if let Err(e) = rollback_orphaned_xa(&pool, node).await {
+            if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared)).await {
                 warn!("after a backend restart: {e}");
             }
         }
@@ -1030,7 +1098,8 @@ fn row_change(row: &crate::capture::RowChange, table: Option<&Table>) -> Result<
 
 /// Finds the local transactions that block the applier and kills those that are ordinary
 /// client transactions not yet committing (brute-force abort, DESIGN §7). A transaction in its
-/// commit step holds its locks only until its XA ROLLBACK, so it is waited for, never killed.
+/// commit step is never killed (a prepared XA survives its connection, locks and all): if it
+/// waits prepared for its seqno, its session is asked to roll it back.
 async fn brute_force_abort(
     pool: &mysql_async::Pool,
     node: NodeId,
@@ -1055,7 +1124,7 @@ async fn brute_force_abort(
     for thread in blockers {
         if thread == 0 {
             // A prepared XA without a connection: a session's, orphaned by a backend crash.
-            if let Err(e) = rollback_orphaned_xa(pool, node).await {
+            if let Err(e) = resolve_orphaned_xa(pool, node, Some(&shared.prepared)).await {
                 warn!("the applier waits for an orphaned prepared XA: {e}");
             }
             continue;
@@ -1072,12 +1141,53 @@ async fn brute_force_abort(
                 );
                 let _ = conn.query_drop(format!("KILL CONNECTION {thread}")).await;
             }
-            Some(false) => {}
+            Some(false) => {
+                // Committing: if its XA waits prepared for a later seqno, it holds its locks
+                // until then; it is rolled back (and replayed if certification commits it).
+                if let Some(xa) = shared.prepared.by_thread(thread) {
+                    if let super::prepared::Release::Asked(_) = super::prepared::ask_rollback(&xa) {
+                        shared.bf_aborts.fetch_add(1, Ordering::Relaxed);
+                        info!(
+                            thread,
+                            "rolling back a prepared local transaction that blocks the applier"
+                        );
+                    }
+                }
+            }
             None => warn!(
                 thread,
                 "the applier waits for a backend thread that is not a certus session"
             ),
         }
+    }
+}
+
+/// How often the applier looks for what blocks it while a statement waits.
+const WATCH: Duration = Duration::from_millis(25);
+
+/// After this many watch periods of waiting, every prepared XA of this node is rolled back,
+/// whatever its keys: what blocks the applier may be a lock no key names (a gap, a foreign
+/// key check), and `INNODB_TRX` does not reliably name the thread of a prepared XA.
+const RELEASE_ALL_AFTER: u32 = 4;
+
+/// While the applier waits: asks the sessions whose prepared XAs conflict with `keys` to roll
+/// them back (a session may have prepared after the apply began, its statement having been
+/// granted the lock first), and every prepared XA once the wait has lasted. Every prepared XA
+/// still registered comes later in the log than what the applier applies, so rolling it back
+/// loses nothing: certification aborts it, or the applier replays it.
+fn release_late_prepared(shared: &Shared, keys: Option<&[Key]>, ticks: u32) {
+    let keys = if ticks >= RELEASE_ALL_AFTER {
+        None
+    } else {
+        keys
+    };
+    let asked = shared.prepared.release_conflicting(keys, None).len();
+    if asked > 0 {
+        shared.bf_aborts.fetch_add(asked as u64, Ordering::Relaxed);
+        info!(
+            asked,
+            "rolling back prepared local transactions the applier waits for"
+        );
     }
 }
 
@@ -1122,21 +1232,110 @@ impl ApplyCtx {
         Ok(Some(applied))
     }
 
-    async fn apply_rows(&mut self, seqno: Seqno, statements: &[Vec<u8>]) -> Result<(), ApplyError> {
+    async fn apply_rows(
+        &mut self,
+        seqno: Seqno,
+        statements: &[Vec<u8>],
+        keys: &[Key],
+    ) -> Result<(), ApplyError> {
         let thread = self.applier.thread_id();
         let apply = self.applier.apply(seqno, statements);
         tokio::pin!(apply);
         // The first check is one period away. Awaiting an interval's immediate first tick is
         // not free: tokio rounds timer deadlines up to its next millisecond tick, and that
         // wait was most of the apply stage (1.6 ms of 1.9 ms at p50 in bench/commit_path.sh).
-        let period = Duration::from_millis(25);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + WATCH, WATCH);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 r = &mut apply => return r,
-                _ = tick.tick() => brute_force_abort(&self.pool, self.node, thread, &self.registry, &self.shared).await,
+                _ = tick.tick() => {
+                    ticks += 1;
+                    release_late_prepared(&self.shared, Some(keys), ticks);
+                    brute_force_abort(&self.pool, self.node, thread, &self.registry, &self.shared).await;
+                }
             }
         }
+    }
+
+    /// Asks the sessions whose prepared XAs could hold locks this work needs to roll them back,
+    /// and waits (bounded) until they have. `keys` is None for a TOI or a snapshot load, which
+    /// need every table's metadata lock. What still blocks after that is the watchdog's.
+    async fn release_prepared(&self, keys: Option<&[Key]>, except: Option<&str>) {
+        let answers = self.shared.prepared.release_conflicting(keys, except);
+        if answers.is_empty() {
+            return;
+        }
+        self.shared
+            .bf_aborts
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        for answer in answers {
+            let _ = tokio::time::timeout_at(deadline, answer).await;
+        }
+    }
+
+    /// Commits the origin session's own prepared XA `xid` at `seqno` instead of replaying its
+    /// row events (DESIGN §7): first the applied seqno and the xid go into `certus.state`, so
+    /// that a crash before the commit leaves an XA that start-up commits; then the session,
+    /// whose connection owns the XA, runs `XA COMMIT`. If the session is gone, the applier
+    /// commits the XA itself once it is detached.
+    async fn commit_origin(&mut self, seqno: Seqno, xid: &str, xa: &PreparedXa) -> Applied {
+        let mut recorded = false;
+        loop {
+            let result = if recorded {
+                self.commit_detached(xid).await
+            } else {
+                self.record_and_commit(seqno, xid, xa).await
+            };
+            match result {
+                Ok(()) => return Applied::Done,
+                Err(ApplyError::Connection { message, during }) => {
+                    warn!(%seqno, "applier lost the backend during {during}: {message}");
+                    recorded = self.reconnect(seqno).await;
+                }
+                Err(e) => return Applied::Refused(e),
+            }
+        }
+    }
+
+    async fn record_and_commit(
+        &mut self,
+        seqno: Seqno,
+        xid: &str,
+        xa: &PreparedXa,
+    ) -> Result<(), ApplyError> {
+        self.applier.record_origin_commit(seqno, xid).await?;
+        let (done, rx) = oneshot::channel();
+        if xa.ask(XaRequest::Commit { done }) {
+            match tokio::time::timeout(SESSION_COMMIT_WAIT, rx).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(message))) => return Err(ApplyError::OriginCommit(message)),
+                Ok(Err(_)) | Err(_) => {
+                    warn!(%seqno, %xid, "the origin session did not commit its XA; the applier does")
+                }
+            }
+        }
+        self.commit_detached(xid).await
+    }
+
+    /// Commits `xid` from the applier's connection once no session owns it. An XA claimed for
+    /// commit is never rolled back by anyone, so once it is no longer prepared it committed.
+    async fn commit_detached(&mut self, xid: &str) -> Result<(), ApplyError> {
+        for _ in 0..DETACH_ATTEMPTS {
+            if !self.applier.xa_prepared(xid).await? {
+                return Ok(());
+            }
+            match self.applier.xa_commit(xid).await {
+                Err(ApplyError::Backend { code: 1397, .. }) => {
+                    tokio::time::sleep(DETACH_POLL).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ApplyError::OriginCommit(format!(
+            "{xid} stayed attached to a session connection"
+        )))
     }
 
     /// Reconnects until the backend answers (its supervisor restarts it), then reports whether
@@ -1168,12 +1367,12 @@ impl ApplyCtx {
     }
 
     /// Applies one committed write set, surviving backend restarts.
-    async fn apply(&mut self, seqno: Seqno, work: &Work) -> Applied {
+    async fn apply(&mut self, seqno: Seqno, work: &Work, keys: &[Key]) -> Applied {
         let mut deadlocks = 0;
         loop {
             let result = match work {
                 Work::Aborted | Work::Load(_) => return Applied::Done,
-                Work::Rows(statements) => self.apply_rows(seqno, statements).await,
+                Work::Rows(statements) => self.apply_rows(seqno, statements, keys).await,
                 Work::Toi(cmd) => {
                     let ctx = TOIContext {
                         db: cmd.context.current_schema.clone(),
@@ -1185,7 +1384,18 @@ impl ApplyCtx {
                         time_zone: cmd.context.time_zone.clone(),
                     };
                     let sql = String::from_utf8_lossy(&cmd.statement).into_owned();
-                    let r = self.applier.apply_toi(seqno, &ctx, &sql).await;
+                    let toi = self.applier.apply_toi(seqno, &ctx, &sql);
+                    tokio::pin!(toi);
+                    let mut tick =
+                        tokio::time::interval_at(tokio::time::Instant::now() + WATCH, WATCH);
+                    // A TOI waits for metadata locks, which a prepared XA keeps: any one
+                    // that registered since is rolled back too.
+                    let r = loop {
+                        tokio::select! {
+                            r = &mut toi => break r,
+                            _ = tick.tick() => release_late_prepared(&self.shared, None, RELEASE_ALL_AFTER),
+                        }
+                    };
                     self.catalog.invalidate_all();
                     r
                 }
@@ -1213,6 +1423,16 @@ impl ApplyCtx {
         }
     }
 }
+
+/// How long the applier waits for sessions to roll back prepared XAs that conflict with what it
+/// applies next (the watchdog deals with any that do not).
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the applier waits for an origin session to commit its own XA before it commits
+/// the XA itself (once the session's connection lets go of it).
+const SESSION_COMMIT_WAIT: Duration = Duration::from_secs(10);
+const DETACH_POLL: Duration = Duration::from_millis(20);
+const DETACH_ATTEMPTS: u32 = 500;
 
 /// How often an apply that lost a deadlock to a local transaction is retried before the node
 /// gives up and becomes Inconsistent.
@@ -1305,6 +1525,7 @@ async fn apply_loop(
         }
         let seqno = item.seqno;
         if let Work::Load(file) = item.work {
+            ctx.release_prepared(None, None).await;
             match ctx.load(file, seqno).await {
                 Ok(Some(applied)) => {
                     skip_upto = applied;
@@ -1332,7 +1553,9 @@ async fn apply_loop(
                 .store(item.index.saturating_sub(1), Ordering::Relaxed);
             continue;
         }
-        if !matches!(item.work, Work::Rows(_)) {
+        // A write set whose origin session holds its XA here is committed by that session.
+        if !matches!(item.work, Work::Rows(_)) || shared.prepared.holds(item.origin_xid.as_deref())
+        {
             apply_one(&mut ctx, item, &mut failed).await;
             continue;
         }
@@ -1348,7 +1571,10 @@ async fn apply_loop(
                 .latency
                 .observe(Stage::ApplyQueue, next.queued_at.elapsed());
             match &next.work {
-                Work::Rows(stmts) if next.seqno > skip_upto => {
+                Work::Rows(stmts)
+                    if next.seqno > skip_upto
+                        && !shared.prepared.holds(next.origin_xid.as_deref()) =>
+                {
                     bytes += stmts.iter().map(Vec::len).sum::<usize>();
                     group.push(next);
                 }
@@ -1384,8 +1610,14 @@ async fn apply_group(ctx: &mut ApplyCtx, group: Vec<ApplyItem>, failed: &mut Opt
             _ => Vec::new(),
         })
         .collect();
+    let keys: Vec<Key> = group
+        .iter()
+        .filter(|i| matches!(i.work, Work::Rows(_)))
+        .flat_map(|i| i.keys.iter().copied())
+        .collect();
+    ctx.release_prepared(Some(&keys), None).await;
     let timer = StageTimer::start();
-    match ctx.apply(last.0, &Work::Rows(statements)).await {
+    match ctx.apply(last.0, &Work::Rows(statements), &keys).await {
         Applied::Done => {
             timer.stop(&ctx.shared.latency, Stage::Apply);
             let shared = ctx.shared.clone();
@@ -1424,7 +1656,25 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
     }
     let seqno = item.seqno;
     let timer = StageTimer::start();
-    let applied = ctx.apply(seqno, &item.work).await;
+    let own_xa = match (&item.work, xid) {
+        (Work::Rows(_), Some(x)) => shared.prepared.get(x).filter(|xa| xa.claim_commit()),
+        _ => None,
+    };
+    let applied = match (own_xa, xid) {
+        (Some(xa), Some(x)) => {
+            let applied = ctx.commit_origin(seqno, x, &xa).await;
+            shared.prepared.remove(x);
+            applied
+        }
+        _ => {
+            match &item.work {
+                Work::Rows(_) => ctx.release_prepared(Some(&item.keys), xid).await,
+                Work::Toi(_) => ctx.release_prepared(None, xid).await,
+                Work::Aborted | Work::Load(_) => {}
+            }
+            ctx.apply(seqno, &item.work, &item.keys).await
+        }
+    };
     if !matches!(item.work, Work::Aborted) {
         timer.stop(&shared.latency, Stage::Apply);
     }

@@ -734,6 +734,80 @@ async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_is_resolved() {
+    require_mariadb!();
+    let n = harness::TestNode::start().await;
+    let mut a = n
+        .admin_with(&[
+            "CREATE DATABASE xc",
+            "CREATE TABLE xc.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO xc.t VALUES (1, 1), (2, 2)",
+        ])
+        .await;
+    // A write through the node is committed by its own session's XA at its seqno: the applier
+    // records that XA's xid with the seqno, which a replay would not.
+    a.query_drop("UPDATE xc.t SET v = 10 WHERE id = 1")
+        .await
+        .unwrap();
+    let mut svc = n.service_conn().await;
+    let (seqno, xid): (u64, String) = svc
+        .query_first("SELECT applied_seqno, origin_xid FROM certus.state WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        xid.starts_with("certus_1_"),
+        "origin_xid {xid:?} at seqno {seqno}"
+    );
+    drop(a);
+    // What a crash between recording the claim and the XA COMMIT leaves: the XA named in
+    // certus.state, prepared, without a connection; and another prepared XA of this node
+    // whose write set never committed.
+    for stmt in [
+        "XA START 'certus_1_claimed'",
+        "UPDATE xc.t SET v = 42 WHERE id = 1",
+        "XA END 'certus_1_claimed'",
+        "XA PREPARE 'certus_1_claimed'",
+    ] {
+        svc.query_drop(stmt).await.unwrap();
+    }
+    drop(svc);
+    let mut other = n.service_conn().await;
+    for stmt in [
+        "XA START 'certus_1_other'",
+        "UPDATE xc.t SET v = 99 WHERE id = 2",
+        "XA END 'certus_1_other'",
+        "XA PREPARE 'certus_1_other'",
+    ] {
+        other.query_drop(stmt).await.unwrap();
+    }
+    drop(other);
+    let mut svc = n.service_conn().await;
+    svc.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
+    svc.query_drop("UPDATE certus.state SET origin_xid = 'certus_1_claimed' WHERE id = 1")
+        .await
+        .unwrap();
+    drop(svc);
+    let n = n.restart().await;
+    let mut svc = n.service_conn().await;
+    let left: Vec<(i64, i64, i64, Vec<u8>)> = svc.query("XA RECOVER").await.unwrap();
+    assert!(
+        left.is_empty(),
+        "prepared XA survived the restart: {left:?}"
+    );
+    let rows: Vec<(i32, i32)> = svc
+        .query("SELECT id, v FROM xc.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![(1, 42), (2, 2)],
+        "claimed XA committed, the other rolled back"
+    );
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_transaction_control_works_like_text() {
     // sysbench prepares BEGIN and COMMIT: they must open and commit the replicated transaction.
     require_mariadb!();

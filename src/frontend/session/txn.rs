@@ -1,14 +1,18 @@
 //! The session's side of the replicated write path (DESIGN §3): every write transaction runs
 //! inside an XA transaction on the local backend; at COMMIT it is prepared, its row events are
-//! taken from the binlog, it is rolled back locally, and the write set goes through Raft and
-//! certification. The client hears OK only once its own backend has applied the write set, 1213
-//! when certification refused it, and nothing (the connection closes) when the outcome is unknown.
-//! DDL is replicated as a TOI statement, run by every node's applier at its seqno.
+//! taken from the binlog, and the write set goes through Raft and certification while the XA
+//! stays prepared. When this node's applier reaches the write set's seqno it asks the session
+//! to `XA COMMIT` (the origin commits its own XA instead of replaying it); when certification
+//! refuses it, or the applier needs its locks first, the session rolls the XA back
+//! (`crate::node::prepared`). The client hears OK only once its own backend has the write set,
+//! 1213 when certification refused it, and nothing (the connection closes) when the outcome is
+//! unknown. DDL is replicated as a TOI statement, run by every node's applier at its seqno.
 
 use super::{End, Session};
 use crate::frontend::error::ClientError;
 use crate::ids::Xid;
 use crate::node::latency::{Stage, StageTimer};
+use crate::node::prepared::{PreparedXa, XaRequest};
 use crate::node::write_path::{Outcome, SubmitError};
 use crate::protocol::command as cmd;
 use crate::protocol::response::{ok_packet, ResponseTracker, Shape, Step};
@@ -26,26 +30,44 @@ enum Captured {
     Group(crate::capture::CapturedGroup),
 }
 
-/// Builds the write set of a row transaction and orders it through the cluster.
-async fn submit_rows(
+/// The write set of a row transaction.
+fn rows_write_set(
     fe: &crate::frontend::Frontend,
     txn: &Txn,
     statements: Vec<Vec<u8>>,
     keys: Vec<Key>,
-) -> Result<Outcome, SubmitError> {
+) -> WriteSet {
     let mut flags = WriteSetFlags::default();
     if txn.unknown_rows {
         flags.insert(WriteSetFlags::UNKNOWN_ROWS);
     }
-    let ws = WriteSet {
+    WriteSet {
         origin: fe.write_path.node,
         xid: Xid(txn.xid.clone()),
         last_seen: txn.last_seen,
         flags,
         keys,
         body: Body::Rows(statements),
-    };
-    fe.write_path.submit(ws).await
+    }
+}
+
+/// How many requests a session still serves for its prepared XA once the outcome is known,
+/// and how long it waits for each (a claim is followed by its request at once).
+const SETTLE_REQUESTS: usize = 4;
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps a session's prepared XA registered while the session serves it, and forgets it
+/// however the session leaves (an error return included).
+struct PreparedGuard {
+    fe: std::sync::Arc<crate::frontend::Frontend>,
+    xid: String,
+    xa: std::sync::Arc<PreparedXa>,
+}
+
+impl Drop for PreparedGuard {
+    fn drop(&mut self) {
+        self.fe.write_path.forget_prepared(&self.xid, &self.xa);
+    }
 }
 
 /// An XA transaction open on the session's backend connection.
@@ -291,42 +313,149 @@ impl Session {
                 "brute-force aborted before XA PREPARE".into(),
             ));
         }
-        // The transaction is prepared, captured and rolled back, and the session leaves its
-        // commit step, before the write set goes through Raft.
-        let result = self.prepare_and_capture(&txn, &started).await;
+        // From XA PREPARE until the XA is committed or rolled back the session is never
+        // killed: a prepared XA would survive its connection, locks and all.
+        let result = self.commit_prepared(&txn, &started).await;
         self.shared.end_commit();
-        let group = match result? {
+        result
+    }
+
+    /// Prepares and captures the transaction, then orders its write set through the cluster.
+    async fn commit_prepared(
+        &mut self,
+        txn: &Txn,
+        started: &StageTimer,
+    ) -> Result<Result<(), Refusal>, End> {
+        let group = match self.prepare_and_capture(txn, started).await? {
             Err(refusal) => return Ok(Err(refusal)),
             Ok(Captured::Group(group)) => group,
             Ok(Captured::Nothing) => {
-                // No row changed. If rows were matched but left unchanged, the transaction
-                // still read them for update: certify it, or its stale read would be a lost
-                // update.
+                // No row changed (the XA is rolled back). If rows were matched but left
+                // unchanged, the transaction still read them for update: certify it, or its
+                // stale read would be a lost update.
                 if !txn.unknown_rows {
                     return Ok(Ok(()));
                 }
-                let submitted = submit_rows(&self.fe, &txn, Vec::new(), Vec::new()).await;
-                return self.outcome(submitted, &started);
+                let ws = rows_write_set(&self.fe, txn, Vec::new(), Vec::new());
+                let submitted = self.fe.write_path.submit(ws).await;
+                return self.outcome(submitted, started);
             }
         };
         let latency = self.fe.write_path.shared.latency.clone();
         let timer = StageTimer::start();
         let keys = match self.fe.write_path.keys_for(&group).await {
             Ok(k) => k,
-            Err(crate::node::write_path::KeysError::SchemaChanged(why)) => {
-                // Galera's TOI would have brute-force aborted it: the client retries.
-                tracing::debug!("transaction written under a schema a TOI changed: {why}");
-                return Ok(Err(Refusal::Client(ClientError::Deadlock)));
-            }
-            Err(crate::node::write_path::KeysError::Other(e)) => {
-                tracing::error!("certification keys for a committing transaction: {e}");
-                return Ok(Err(Refusal::Client(ClientError::NotReady)));
+            Err(e) => {
+                self.roll_back_prepared(&txn.xid).await?;
+                return Ok(Err(Refusal::Client(match e {
+                    crate::node::write_path::KeysError::SchemaChanged(why) => {
+                        // Galera's TOI would have brute-force aborted it: the client retries.
+                        tracing::debug!("transaction written under a schema a TOI changed: {why}");
+                        ClientError::Deadlock
+                    }
+                    crate::node::write_path::KeysError::Other(e) => {
+                        tracing::error!("certification keys for a committing transaction: {e}");
+                        ClientError::NotReady
+                    }
+                })));
             }
         };
         timer.stop(&latency, Stage::Keys);
         let statements = group.statements.into_iter().map(|s| s.events).collect();
-        let submitted = submit_rows(&self.fe, &txn, statements, keys).await;
-        self.outcome(submitted, &started)
+        self.submit_prepared(txn, statements, keys, started).await
+    }
+
+    /// Submits the write set of the prepared XA and, until the outcome is known, serves what
+    /// the applier asks of the XA: `XA COMMIT` at its seqno, or `XA ROLLBACK` when the applier
+    /// needs its locks first. Then makes sure the XA ends either way.
+    async fn submit_prepared(
+        &mut self,
+        txn: &Txn,
+        statements: Vec<Vec<u8>>,
+        keys: Vec<Key>,
+        started: &StageTimer,
+    ) -> Result<Result<(), Refusal>, End> {
+        let thread = self.shared.backend_thread();
+        let (xa, mut requests) = self
+            .fe
+            .write_path
+            .prepared()
+            .register(&txn.xid, thread, &keys);
+        let _guard = PreparedGuard {
+            fe: self.fe.clone(),
+            xid: txn.xid.clone(),
+            xa: xa.clone(),
+        };
+        let fe = self.fe.clone();
+        let ws = rows_write_set(&fe, txn, statements, keys);
+        let submit = async move { fe.write_path.submit(ws).await };
+        tokio::pin!(submit);
+        let submitted = loop {
+            tokio::select! {
+                Some(request) = requests.recv() => self.serve_xa(&txn.xid, &xa, request).await?,
+                submitted = &mut submit => break submitted,
+            }
+        };
+        for _ in 0..SETTLE_REQUESTS {
+            if xa.is_resolved() {
+                break;
+            }
+            if xa.claim_rollback() {
+                // Aborted, refused or unknown: if certification commits it after all, the
+                // applier replays it.
+                self.roll_back_prepared(&txn.xid).await?;
+                xa.set_rolled_back();
+                break;
+            }
+            // Claimed by the applier or its watchdog: the request follows the claim.
+            match tokio::time::timeout(SETTLE_WAIT, requests.recv()).await {
+                Ok(Some(request)) => self.serve_xa(&txn.xid, &xa, request).await?,
+                _ => break,
+            }
+        }
+        if xa.is_committed() && matches!(submitted, Err(SubmitError::Indeterminate(_))) {
+            // The session committed it at its seqno itself: the outcome is known after all.
+            started.stop(&self.fe.write_path.shared.latency, Stage::Commit);
+            return Ok(Ok(()));
+        }
+        self.outcome(submitted, started)
+    }
+
+    /// Does what the applier asks of the session's prepared XA.
+    async fn serve_xa(
+        &mut self,
+        xid: &str,
+        xa: &PreparedXa,
+        request: XaRequest,
+    ) -> Result<(), End> {
+        match request {
+            XaRequest::Commit { done } => {
+                let result = match self.internal(&format!("XA COMMIT '{xid}'")).await? {
+                    Internal::Err(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+                    _ => {
+                        xa.set_committed();
+                        Ok(())
+                    }
+                };
+                let _ = done.send(result);
+            }
+            XaRequest::RollBack { done } => {
+                self.roll_back_prepared(xid).await?;
+                xa.set_rolled_back();
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// `XA ROLLBACK` of the session's prepared XA. The next transaction reads its own baseline
+    /// GTID (the rollback of a written XA writes a binlog group).
+    async fn roll_back_prepared(&mut self, xid: &str) -> Result<(), End> {
+        self.last_gtid = None;
+        if let Internal::Err(e) = self.internal(&format!("XA ROLLBACK '{xid}'")).await? {
+            tracing::warn!(%xid, "XA ROLLBACK refused: {}", String::from_utf8_lossy(&e));
+        }
+        Ok(())
     }
 
     /// What the client hears about a submitted write set.
@@ -351,11 +480,9 @@ impl Session {
         }
     }
 
-    /// XA END, XA PREPARE, the GTID read, XA ROLLBACK and the next baseline GTID read, in one
-    /// round trip; then the group from the binlog. The group PREPARE wrote stays in the binlog
-    /// whatever follows, so the rollback need not wait for the capture: the transaction's locks
-    /// are released before its write set is proposed, as they always were. Its effects come
-    /// back through the applier, in log order.
+    /// XA END, XA PREPARE and the GTID read in one round trip; then the group from the binlog.
+    /// On success the XA stays prepared (its locks held) until its seqno: the caller must
+    /// commit or roll it back. On any failure it is rolled back here.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
@@ -364,35 +491,29 @@ impl Session {
         let latency = self.fe.write_path.shared.latency.clone();
         let end = format!("XA END '{}'", txn.xid);
         let prepare = format!("XA PREPARE '{}'", txn.xid);
-        let rollback = format!("XA ROLLBACK '{}'", txn.xid);
+        // XA COMMIT or ROLLBACK moves @@last_gtid: the next transaction reads its own baseline.
         let baseline = self.last_gtid.take();
-        let [ended, prepared, gtid, rolled_back, after] = self
-            .internal_pipelined([
-                &end,
-                &prepare,
-                "SELECT @@last_gtid",
-                &rollback,
-                "SELECT @@last_gtid",
-            ])
+        let [ended, prepared, gtid] = self
+            .internal_pipelined([&end, &prepare, "SELECT @@last_gtid"])
             .await?;
-        // The rollback writes its own binlog group (none if nothing was written), which moves
-        // @@last_gtid: the read after it is the next transaction's baseline.
-        if !matches!(rolled_back, Internal::Err(_)) {
-            self.last_gtid = after.first_value().ok().map(Option::unwrap_or_default);
-        }
         // A failed END fails the PREPARE after it; a failed PREPARE has rolled the transaction
-        // back already; the pipelined ROLLBACK made sure.
+        // back already; the rollback makes sure.
         for reply in [ended, prepared] {
             if let Internal::Err(e) = reply {
+                self.roll_back_prepared(&txn.xid).await?;
                 return Ok(Err(Refusal::Backend(e)));
             }
         }
         let gtid = match gtid.first_value() {
             Ok(v) => v.unwrap_or_default(),
-            Err(e) => return Ok(Err(Refusal::Backend(e))),
+            Err(e) => {
+                self.roll_back_prepared(&txn.xid).await?;
+                return Ok(Err(Refusal::Backend(e)));
+            }
         };
         if baseline.as_deref() == Some(gtid.as_slice()) {
-            // Nothing was written: no binlog group at PREPARE, none at ROLLBACK.
+            // Nothing was written: no binlog group at PREPARE.
+            self.roll_back_prepared(&txn.xid).await?;
             return Ok(Ok(Captured::Nothing));
         }
         let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
@@ -408,6 +529,7 @@ impl Session {
             Ok(group) => Ok(Ok(Captured::Group(group))),
             Err(e) => {
                 tracing::error!("capture of a committing transaction failed: {e}");
+                self.roll_back_prepared(&txn.xid).await?;
                 Ok(Err(Refusal::Client(ClientError::NotReady)))
             }
         }
