@@ -109,6 +109,9 @@ impl PreparedXa {
 #[derive(Default)]
 pub(crate) struct PreparedRegistry {
     by_xid: Mutex<HashMap<String, Arc<PreparedXa>>>,
+    /// Wakes an applier that waits on a lock whenever an XA registers: its statement may have
+    /// been granted the lock ahead of the applier, and now it can be asked to let go.
+    registered: tokio::sync::Notify,
 }
 
 impl PreparedRegistry {
@@ -130,7 +133,13 @@ impl PreparedRegistry {
         if let Ok(mut m) = self.by_xid.lock() {
             m.insert(xid.to_owned(), xa.clone());
         }
+        self.registered.notify_waiters();
         (xa, rx)
+    }
+
+    /// Resolves at the next registration after this call.
+    pub(crate) fn next_registration(&self) -> tokio::sync::futures::Notified<'_> {
+        self.registered.notified()
     }
 
     pub(crate) fn remove(&self, xid: &str) {

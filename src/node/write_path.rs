@@ -1184,7 +1184,7 @@ fn release_late_prepared(shared: &Shared, keys: Option<&[Key]>, ticks: u32) {
     let asked = shared.prepared.release_conflicting(keys, None).len();
     if asked > 0 {
         shared.bf_aborts.fetch_add(asked as u64, Ordering::Relaxed);
-        info!(
+        tracing::debug!(
             asked,
             "rolling back prepared local transactions the applier waits for"
         );
@@ -1239,6 +1239,8 @@ impl ApplyCtx {
         keys: &[Key],
     ) -> Result<(), ApplyError> {
         let thread = self.applier.thread_id();
+        let shared = self.shared.clone();
+        let mut registered = std::pin::pin!(shared.prepared.next_registration());
         let apply = self.applier.apply(seqno, statements);
         tokio::pin!(apply);
         // The first check is one period away. Awaiting an interval's immediate first tick is
@@ -1249,6 +1251,12 @@ impl ApplyCtx {
         loop {
             tokio::select! {
                 r = &mut apply => return r,
+                () = &mut registered => {
+                    // A local transaction prepared while the applier waits: it may hold the
+                    // lock (granted ahead of the applier); if its keys conflict, it goes now.
+                    registered.set(shared.prepared.next_registration());
+                    release_late_prepared(&shared, Some(keys), 0);
+                }
                 _ = tick.tick() => {
                     ticks += 1;
                     release_late_prepared(&self.shared, Some(keys), ticks);
