@@ -27,7 +27,8 @@
 //!
 //! Layers: `Replication::propose` -> `batcher` -> `Raft::client_write` (leader) or
 //! `network::Peers` -> `server` -> leader's `batcher` (follower). Commit -> `state_machine` ->
-//! `Fsm::apply_batch` on every node.
+//! `Fsm::apply_batch` on every node. On the leader, `log_store` hands each new entry to `eager`,
+//! which copies it to up-to-date followers while the leader's own fsync runs.
 
 mod batcher;
 mod eager;
@@ -369,6 +370,8 @@ fn primary_probe(
 pub struct Replication {
     node_id: NodeId,
     raft: RaftNode,
+    /// Read only by tests (`eager_copies_sent`).
+    #[cfg(test)]
     eager: eager::EagerReplication,
     batcher: BatcherHandle,
     peers: Arc<Peers>,
@@ -465,6 +468,7 @@ impl Replication {
         let replication = Replication {
             node_id: cfg.node_id,
             raft,
+            #[cfg(test)]
             eager,
             batcher,
             peers,
