@@ -288,9 +288,9 @@ impl WalWriter {
 /// Group commit: take everything queued, write it, one fdatasync, then complete in order.
 /// After the first I/O error every later write fails too: a log with a hole must not grow.
 ///
-/// A group in which nobody waits (only commit marks) is written without an fsync: the leader
-/// saves its commit mark right after every commit, and an fsync for it used to be still
-/// running when the next append arrived, which then waited for two fsyncs instead of one
+/// A group in which nobody waits (only commit marks) is written without an fsync: every node
+/// saves a commit mark after every commit, so at low load that was one fdatasync in two, on a
+/// disk the backends share, and an append arriving meanwhile queued behind it
 /// (docs/benchmarks.md, "Raft propose latency"). Everything written reaches the disk with the
 /// next fsync, and at the latest when the writer stops.
 fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<WalRequest>) {
