@@ -36,20 +36,68 @@ pub struct Listeners {
     pub http: Option<TcpListener>,
 }
 
+/// A service-account connection to the backend that a periodic task keeps between rounds.
+///
+/// Why not the pool: it closes every connection handed back to it (its lower bound is 0 and
+/// idle connections have no time to live), so a probe through it opened and authenticated a
+/// new backend connection every round, about two a second for the `@@read_only` sampler alone.
+/// And `Pool::disconnect` at shutdown waits for every connection taken from the pool, which a
+/// connection kept for the life of a task would never return.
+struct KeptConn {
+    backend: Backend,
+    conn: Option<mysql_async::Conn>,
+}
+
+impl KeptConn {
+    fn new(backend: Backend) -> Self {
+        KeptConn {
+            backend,
+            conn: None,
+        }
+    }
+
+    /// The kept connection, opened if there is none (`None` while the backend is unreachable).
+    async fn get(&mut self) -> Option<&mut mysql_async::Conn> {
+        if self.conn.is_none() {
+            let opts = self
+                .backend
+                .endpoint
+                .opts(&self.backend.service.user, &self.backend.service.password);
+            self.conn = mysql_async::Conn::new(opts).await.ok();
+        }
+        self.conn.as_mut()
+    }
+
+    /// After a failed query (the backend restarted, or the connection broke): the next round
+    /// opens a new one.
+    fn reset(&mut self) {
+        self.conn = None;
+    }
+}
+
 /// `@@read_only` of the backend, sampled in the background so the HTTP check never waits on it.
-fn read_only_probe(backend: Backend) -> crate::http::ReadOnlyProbe {
+fn read_only_probe(
+    backend: Backend,
+    mut shutdown: watch::Receiver<bool>,
+) -> crate::http::ReadOnlyProbe {
     use std::sync::atomic::{AtomicBool, Ordering};
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     tokio::spawn(async move {
         use mysql_async::prelude::Queryable;
+        let mut kept = KeptConn::new(backend);
         loop {
-            if let Ok(mut c) = backend.pool.get_conn().await {
-                if let Ok(Some(v)) = c.query_first::<u8, _>("SELECT @@global.read_only").await {
-                    f.store(v != 0, Ordering::Relaxed);
+            if let Some(c) = kept.get().await {
+                match c.query_first::<u8, _>("SELECT @@global.read_only").await {
+                    Ok(Some(v)) => f.store(v != 0, Ordering::Relaxed),
+                    Ok(None) => {}
+                    Err(_) => kept.reset(),
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     });
     Arc::new(move || flag.load(Ordering::Relaxed))
@@ -210,7 +258,7 @@ impl Node {
             write_path.clone(),
         );
         tokio::spawn(follow_auto_increment(
-            backend.pool.clone(),
+            backend.clone(),
             write_path.clone(),
             config.node_id,
             shutdown_rx.clone(),
@@ -228,7 +276,10 @@ impl Node {
                     available_when_readonly: config.available_when_readonly,
                     maintenance_file: Some(config.maintenance_file.clone()),
                     max_apply_lag: Some(config.max_apply_lag),
-                    read_only: Some(read_only_probe(frontend.backend.clone())),
+                    read_only: Some(read_only_probe(
+                        frontend.backend.clone(),
+                        shutdown_rx.clone(),
+                    )),
                     ..Default::default()
                 };
                 tokio::spawn(crate::http::serve(
@@ -459,12 +510,13 @@ const AUTO_INCREMENT_CHECK: Duration = Duration::from_secs(2);
 /// Compared with the backend's actual values each time, so a restarted backend (whose my.cnf
 /// holds the configured values) is corrected too.
 async fn follow_auto_increment(
-    pool: mysql_async::Pool,
+    backend: Backend,
     wp: Arc<WritePath>,
     node_id: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use mysql_async::prelude::Queryable;
+    let mut kept = KeptConn::new(backend);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(AUTO_INCREMENT_CHECK) => {}
@@ -477,13 +529,19 @@ async fn follow_auto_increment(
             continue;
         };
         let wanted = (summary.voters.len() as u64, position as u64 + 1);
-        let Ok(mut conn) = pool.get_conn().await else {
+        let Some(conn) = kept.get().await else {
             continue;
         };
-        let actual: Option<(u64, u64)> = conn
+        let actual: Option<(u64, u64)> = match conn
             .query_first("SELECT @@global.auto_increment_increment, @@global.auto_increment_offset")
             .await
-            .unwrap_or(None);
+        {
+            Ok(a) => a,
+            Err(_) => {
+                kept.reset();
+                continue;
+            }
+        };
         if actual == Some(wanted) {
             continue;
         }
@@ -497,7 +555,10 @@ async fn follow_auto_increment(
                 offset = wanted.1,
                 "auto-increment control follows the membership"
             ),
-            Err(e) => tracing::warn!("cannot set auto_increment_increment/offset: {e}"),
+            Err(e) => {
+                tracing::warn!("cannot set auto_increment_increment/offset: {e}");
+                kept.reset();
+            }
         }
     }
 }

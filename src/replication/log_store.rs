@@ -8,7 +8,7 @@
 //! - `append`: entries are readable when it returns; `LogFlushed` fires only after the
 //!   fdatasync that covers them.
 //! - `save_vote`, `truncate`, `purge`: durable before they return.
-//! - `save_committed`: queued, durable with the next group. It is a lower-bound hint used to
+//! - `save_committed`: queued, durable with the next fsync. It is a lower-bound hint used to
 //!   re-apply after a restart; it is always written after the entries it covers, so it can
 //!   never be durable without them.
 //!
@@ -33,6 +33,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, StorageIOError};
 use serde::{Deserialize, Serialize};
 
+use super::eager::EagerReplication;
 use super::types::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
 use super::wal::{self, Done, WalClosed, WalError, WalWriter};
 
@@ -172,6 +173,18 @@ impl Mem {
         Ok(())
     }
 
+    /// The log id of the entry just before `index`: `Some(None)` when `index` is the first
+    /// index of an empty log, `None` when that entry is not known here.
+    fn log_id_before(&self, index: u64) -> Option<Option<LogId>> {
+        let Some(before) = index.checked_sub(1) else {
+            return Some(None);
+        };
+        match self.entries.get(&before) {
+            Some(e) => Some(Some(e.log_id)),
+            None => self.purged.filter(|p| p.index == before).map(Some),
+        }
+    }
+
     fn last_log_id(&self) -> Option<LogId> {
         self.entries
             .values()
@@ -221,6 +234,7 @@ pub(crate) struct LogStore {
     mem: Arc<Mutex<Mem>>,
     wal: Arc<WalWriter>,
     watch: AppendWatch,
+    eager: EagerReplication,
 }
 
 /// What `open` recovered, for logging and tests.
@@ -260,10 +274,17 @@ impl LogStore {
                 mem: Arc::new(Mutex::new(mem)),
                 wal: Arc::new(writer),
                 watch,
+                eager: EagerReplication::default(),
             },
             recovered,
             closed,
         ))
+    }
+
+    /// The handle through which this log, once Raft has started, sends the leader's new
+    /// entries to its followers while they are being fsynced here (`eager`).
+    pub(crate) fn eager(&self) -> EagerReplication {
+        self.eager.clone()
     }
 
     // openraft's own error type, returned so `?` works inside the trait impls that must return it.
@@ -359,8 +380,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut bytes = Vec::new();
+        // Copies for the followers (`eager`), when this node appends its own new entries as
+        // leader: `prev`, the log id before them, tells a follower where they go.
+        let mut copies = Vec::new();
+        let mut prev: Option<Option<LogId>> = None;
         let mut mem = self.mem()?;
-        for entry in entries {
+        for (i, entry) in entries.into_iter().enumerate() {
+            if i == 0 && self.eager.wants(&entry) {
+                prev = mem.log_id_before(entry.log_id.index);
+            }
+            if prev.is_some() {
+                copies.push(entry.clone());
+            }
             let framed = Self::framed(&Record::Entry(entry.clone()))?;
             if let EntryPayload::Normal(batch) = &entry.payload {
                 if batch.origin == self.node_id {
@@ -372,7 +403,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.wal
             .submit(bytes, Done::Flushed(callback))
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let committed = mem.committed;
+        drop(mem);
+        if let Some(prev) = prev {
+            self.eager.offer(copies, prev, committed);
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -783,6 +820,38 @@ mod tests {
         let state = s.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(55));
         assert!(!dir.path().join("raft.wal.compact").exists());
+    }
+
+    #[tokio::test]
+    async fn a_commit_mark_written_without_its_own_fsync_is_in_the_log_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            append_durable(&mut s, (1..=3).map(|i| entry(1, i, b"x")).collect()).await;
+            s.save_committed(Some(RaftLogId::new(CommittedLeaderId::new(1, 1), 3)))
+                .await
+                .unwrap();
+            closed
+        };
+        closed.wait().await;
+        let (mut s, rec, _) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(rec.dropped_tail, 0);
+        assert_eq!(s.read_committed().await.unwrap().map(|c| c.index), Some(3));
+    }
+
+    #[test]
+    fn the_log_id_before_an_index_is_known_only_for_the_first_index_and_live_or_purged_entries() {
+        let mut mem = Mem::default();
+        assert_eq!(mem.log_id_before(0), Some(None));
+        assert_eq!(mem.log_id_before(5), None);
+        for i in 1..=4 {
+            mem.replay(Record::Entry(entry(1, i, b"a")), 10);
+        }
+        assert_eq!(mem.log_id_before(5).flatten().map(|l| l.index), Some(4));
+        assert_eq!(mem.log_id_before(2).flatten().map(|l| l.index), Some(1));
+        mem.drop_upto(RaftLogId::new(CommittedLeaderId::new(1, 1), 4));
+        assert_eq!(mem.log_id_before(5).flatten().map(|l| l.index), Some(4));
+        assert_eq!(mem.log_id_before(3), None);
     }
 
     #[test]

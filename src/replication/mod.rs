@@ -27,9 +27,11 @@
 //!
 //! Layers: `Replication::propose` -> `batcher` -> `Raft::client_write` (leader) or
 //! `network::Peers` -> `server` -> leader's `batcher` (follower). Commit -> `state_machine` ->
-//! `Fsm::apply_batch` on every node.
+//! `Fsm::apply_batch` on every node. On the leader, `log_store` hands each new entry to `eager`,
+//! which copies it to up-to-date followers while the leader's own fsync runs.
 
 mod batcher;
+mod eager;
 mod error;
 mod log_store;
 mod membership;
@@ -368,6 +370,9 @@ fn primary_probe(
 pub struct Replication {
     node_id: NodeId,
     raft: RaftNode,
+    /// Read only by tests (`eager_copies_sent`).
+    #[cfg(test)]
+    eager: eager::EagerReplication,
     batcher: BatcherHandle,
     peers: Arc<Peers>,
     shutdown: watch::Sender<bool>,
@@ -409,9 +414,11 @@ impl Replication {
         let network = Network {
             peers: peers.clone(),
         };
+        let eager = log_store.eager();
         let raft = openraft::Raft::new(id, raft_config, network, log_store, state_machine)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+        eager.enable(id, peers.clone(), raft.metrics(), cfg.heartbeat_interval);
 
         let limits = Limits {
             max_batch_proposals: cfg.max_batch_proposals,
@@ -461,6 +468,8 @@ impl Replication {
         let replication = Replication {
             node_id: cfg.node_id,
             raft,
+            #[cfg(test)]
+            eager,
             batcher,
             peers,
             shutdown,
@@ -503,6 +512,12 @@ impl Replication {
             )) => Ok(()),
             Err(e) => Err(StartError::Raft(e.to_string())),
         }
+    }
+
+    /// Eager copies of new entries this node sent to followers as leader (`eager`).
+    #[cfg(test)]
+    pub(crate) fn eager_copies_sent(&self) -> u64 {
+        self.eager.sent()
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -271,6 +271,38 @@ async fn concurrent_proposals_from_all_nodes_apply_identically_everywhere() {
     cluster.shutdown_all().await;
 }
 
+/// One proposer at a time on the leader: the leader copies each new entry to its up-to-date
+/// followers while fsyncing it (`eager`), and the log every node applies is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_proposals_on_the_leader_are_copied_eagerly_and_apply_identically() {
+    let cluster = Cluster::start(3, |_| {}).await;
+    let leader = cluster.leader(Duration::from_secs(10)).await;
+    let node = cluster.node(leader);
+    let n = 60;
+    for i in 0..n {
+        let payload = format!("e-{i}").into_bytes();
+        node.propose(payload).await.unwrap();
+    }
+    cluster
+        .wait_applied(&[1, 2, 3], n, Duration::from_secs(20))
+        .await;
+    let seq = cluster.sequence(leader);
+    assert_eq!(seq.len(), n);
+    for id in [1, 2, 3] {
+        assert_eq!(cluster.sequence(id), seq, "node {id}");
+    }
+    // Two followers, one copy each per entry once they are up to date; generous for a busy box.
+    let copies = node.eager_copies_sent();
+    assert!(
+        copies >= n as u64 / 2,
+        "only {copies} eager copies for {n} entries"
+    );
+    for id in [1, 2, 3].into_iter().filter(|id| *id != leader) {
+        assert_eq!(cluster.node(id).eager_copies_sent(), 0, "follower {id}");
+    }
+    cluster.shutdown_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_crash_under_load_keeps_every_acknowledged_proposal() {
     let mut cluster = Cluster::start(3, |_| {}).await;

@@ -185,12 +185,20 @@ pub(crate) enum Done {
     Flushed(openraft::storage::LogFlushed<TypeConfig>),
     /// An awaiting caller (vote, truncate, purge).
     Notify(oneshot::Sender<io::Result<()>>),
-    /// Nobody waits; the write becomes durable with the next group (used for `committed`,
-    /// which is only a lower-bound hint, see `log_store`).
+    /// Nobody waits; the write becomes durable with the next fsync (used for `committed`,
+    /// which is only a lower-bound hint, see `log_store`). A group made only of these is
+    /// written without an fsync of its own.
     Nobody,
 }
 
 impl Done {
+    fn needs_sync(&self) -> bool {
+        match self {
+            Done::Flushed(_) | Done::Notify(_) => true,
+            Done::Nobody => false,
+        }
+    }
+
     fn complete(self, result: &io::Result<()>) {
         let result = match result {
             Ok(()) => Ok(()),
@@ -279,8 +287,15 @@ impl WalWriter {
 
 /// Group commit: take everything queued, write it, one fdatasync, then complete in order.
 /// After the first I/O error every later write fails too: a log with a hole must not grow.
+///
+/// A group in which nobody waits (only commit marks) is written without an fsync: every node
+/// saves a commit mark after every commit, so at low load that was one fdatasync in two, on a
+/// disk the backends share, and an append arriving meanwhile queued behind it
+/// (docs/benchmarks.md, "Raft propose latency"). Everything written reaches the disk with the
+/// next fsync, and at the latest when the writer stops.
 fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<WalRequest>) {
     let mut failed: Option<io::ErrorKind> = None;
+    let mut unsynced = false;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -289,10 +304,12 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Wa
                 Err(_) => break,
             }
         }
+        let sync = group.iter().any(|r| r.done.needs_sync() || r.rewrite);
         let result = match failed {
             Some(kind) => Err(io::Error::new(kind, "raft log writer failed earlier")),
-            None => write_group(&mut file, &path, &group),
+            None => write_group(&mut file, &path, &group, sync),
         };
+        unsynced = !sync;
         if let Err(e) = &result {
             tracing::error!(path = %path.display(), error = %e, "raft log write failed");
             failed = Some(e.kind());
@@ -301,12 +318,17 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Wa
             req.done.complete(&result);
         }
     }
+    if unsynced && failed.is_none() {
+        if let Err(e) = file.sync_data() {
+            tracing::warn!(path = %path.display(), error = %e, "raft log: final fsync failed");
+        }
+    }
 }
 
-/// Writes one group: appended to the file, or, when the group holds a rewrite, the last
-/// rewrite's image plus everything after it into a new file that replaces the old one (requests
-/// before the image are contained in it).
-fn write_group(file: &mut File, path: &Path, group: &[WalRequest]) -> io::Result<()> {
+/// Writes one group: appended to the file (and fdatasynced when `sync`), or, when the group
+/// holds a rewrite, the last rewrite's image plus everything after it into a new file that
+/// replaces the old one (requests before the image are contained in it).
+fn write_group(file: &mut File, path: &Path, group: &[WalRequest], sync: bool) -> io::Result<()> {
     let start = group.iter().rposition(|r| r.rewrite);
     let from = start.unwrap_or(0);
     let mut bytes = Vec::with_capacity(group[from..].iter().map(|r| r.bytes.len()).sum());
@@ -314,7 +336,8 @@ fn write_group(file: &mut File, path: &Path, group: &[WalRequest]) -> io::Result
         bytes.extend_from_slice(&req.bytes);
     }
     if start.is_none() {
-        return file.write_all(&bytes).and_then(|()| file.sync_data());
+        file.write_all(&bytes)?;
+        return if sync { file.sync_data() } else { Ok(()) };
     }
     let tmp = path.with_extension("wal.compact");
     let mut fresh = OpenOptions::new()
