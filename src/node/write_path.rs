@@ -816,9 +816,27 @@ impl WritePath {
                 w.remove(&xid);
             }
         };
+        let mut rx = rx;
         let timer = StageTimer::start();
         let proposed = match self.replication.read().await.as_ref() {
-            Some(r) => r.propose(bytes).await,
+            Some(r) => {
+                // The outcome can arrive before the proposal's own answer has travelled back
+                // (0.1 ms after certification): whichever comes first.
+                let propose = r.propose(bytes);
+                tokio::pin!(propose);
+                tokio::select! {
+                    biased;
+                    proposed = &mut propose => proposed,
+                    outcome = &mut rx => {
+                        timer.stop(&self.shared.latency, Stage::Propose);
+                        self.shared.replicated.fetch_add(1, Ordering::Relaxed);
+                        return match outcome {
+                            Ok(outcome) => Ok(self.count_outcome(outcome)),
+                            Err(_) => Err(SubmitError::Indeterminate("the outcome was lost".into())),
+                        };
+                    }
+                }
+            }
             None => Err(ProposeError::ShuttingDown),
         };
         if proposed.is_ok() {
@@ -830,16 +848,7 @@ impl WritePath {
             Ok(_) => match tokio::time::timeout(OUTCOME_TIMEOUT, rx).await {
                 Ok(Ok(outcome)) => {
                     timer.stop(&self.shared.latency, Stage::Outcome);
-                    match &outcome {
-                        Outcome::Committed { .. } => {
-                            self.shared.local_commits.fetch_add(1, Ordering::Relaxed)
-                        }
-                        Outcome::Aborted { .. } => {
-                            self.shared.cert_failures.fetch_add(1, Ordering::Relaxed)
-                        }
-                        _ => 0,
-                    };
-                    Ok(outcome)
+                    Ok(self.count_outcome(outcome))
                 }
                 _ => {
                     forget();
@@ -863,6 +872,16 @@ impl WritePath {
                 Err(SubmitError::Definite(e.to_string()))
             }
         }
+    }
+
+    /// Counts a local write set's outcome for the status surfaces.
+    fn count_outcome(&self, outcome: Outcome) -> Outcome {
+        match &outcome {
+            Outcome::Committed { .. } => self.shared.local_commits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Aborted { .. } => self.shared.cert_failures.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        outcome
     }
 
     /// Tells the other members this node is stopping cleanly; true when it is the last to leave.

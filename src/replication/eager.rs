@@ -101,6 +101,16 @@ impl EagerReplication {
         {
             return;
         }
+        // A membership change is left to openraft: a follower that took a config without this
+        // leader from a copy refuses the leader's own request for it as a non-member's, and
+        // the change would never commit (membership::grow_from_three_to_five_..., removing the
+        // leader).
+        if entries
+            .iter()
+            .any(|e| matches!(e.payload, openraft::EntryPayload::Membership(_)))
+        {
+            return;
+        }
         let (vote, targets) = {
             let m = s.metrics.borrow();
             let vote = m.vote;

@@ -689,6 +689,21 @@ async fn an_update_that_changes_nothing_after_a_stale_read_is_not_a_lost_update(
     c.stop().await;
 }
 
+/// Runs `write` in XA transaction `xid` on the node's backend, prepares it and disconnects: a
+/// prepared XA with no connection, as a crash leaves it.
+async fn leave_prepared(n: &harness::TestNode, xid: &str, write: &str) {
+    let mut direct = n.service_conn().await;
+    for stmt in [
+        format!("XA START '{xid}'"),
+        write.to_owned(),
+        format!("XA END '{xid}'"),
+        format!("XA PREPARE '{xid}'"),
+    ] {
+        direct.query_drop(stmt).await.unwrap();
+    }
+    drop(direct);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
     require_mariadb!();
@@ -703,16 +718,12 @@ async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
     drop(a);
     // What a crash between XA PREPARE and XA ROLLBACK leaves: a prepared XA with this node's
     // prefix, holding a row lock, with no connection.
-    let mut direct = n.service_conn().await;
-    for stmt in [
-        "XA START 'certus_1_0123abcd'",
+    leave_prepared(
+        &n,
+        "certus_1_0123abcd",
         "UPDATE xr.t SET v = 99 WHERE id = 1",
-        "XA END 'certus_1_0123abcd'",
-        "XA PREPARE 'certus_1_0123abcd'",
-    ] {
-        direct.query_drop(stmt).await.unwrap();
-    }
-    drop(direct);
+    )
+    .await;
     let n = n.restart().await;
     let mut svc = n.service_conn().await;
     let left: Vec<(i64, i64, i64, Vec<u8>)> = svc.query("XA RECOVER").await.unwrap();
@@ -763,25 +774,14 @@ async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_i
     // What a crash between recording the claim and the XA COMMIT leaves: the XA named in
     // certus.state, prepared, without a connection; and another prepared XA of this node
     // whose write set never committed.
-    for stmt in [
-        "XA START 'certus_1_claimed'",
-        "UPDATE xc.t SET v = 42 WHERE id = 1",
-        "XA END 'certus_1_claimed'",
-        "XA PREPARE 'certus_1_claimed'",
-    ] {
-        svc.query_drop(stmt).await.unwrap();
-    }
     drop(svc);
-    let mut other = n.service_conn().await;
-    for stmt in [
-        "XA START 'certus_1_other'",
-        "UPDATE xc.t SET v = 99 WHERE id = 2",
-        "XA END 'certus_1_other'",
-        "XA PREPARE 'certus_1_other'",
-    ] {
-        other.query_drop(stmt).await.unwrap();
-    }
-    drop(other);
+    leave_prepared(
+        &n,
+        "certus_1_claimed",
+        "UPDATE xc.t SET v = 42 WHERE id = 1",
+    )
+    .await;
+    leave_prepared(&n, "certus_1_other", "UPDATE xc.t SET v = 99 WHERE id = 2").await;
     let mut svc = n.service_conn().await;
     svc.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
     svc.query_drop("UPDATE certus.state SET origin_xid = 'certus_1_claimed' WHERE id = 1")
