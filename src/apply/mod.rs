@@ -152,6 +152,19 @@ fn write_set_batches<S: AsRef<[u8]>>(
     queries
 }
 
+/// The global transaction ids of the XA transactions prepared on the backend (`XA RECOVER`),
+/// attached to a session or not.
+pub async fn prepared_gtrids(conn: &mut Conn) -> Result<Vec<Vec<u8>>, mysql_async::Error> {
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn.query("XA RECOVER").await?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, gtrid_len, _, mut data)| {
+            data.truncate(gtrid_len.max(0) as usize);
+            data
+        })
+        .collect())
+}
+
 /// `BINLOG '<base64>'` for one event sequence. Base64's alphabet needs no escaping in a
 /// single-quoted literal.
 pub fn binlog_statement(events: &[u8]) -> String {
@@ -407,14 +420,10 @@ impl Applier {
 
     /// Whether `xid` is a prepared XA on the backend (attached to a session or not).
     pub async fn xa_prepared(&mut self, xid: &str) -> Result<bool, ApplyError> {
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = self
-            .conn
-            .query("XA RECOVER")
+        let gtrids = prepared_gtrids(&mut self.conn)
             .await
             .map_err(|e| ApplyError::from_driver(e, "XA RECOVER"))?;
-        Ok(rows.iter().any(|(_, gtrid_len, _, data)| {
-            data.get(..(*gtrid_len).max(0) as usize) == Some(xid.as_bytes())
-        }))
+        Ok(gtrids.iter().any(|g| g == xid.as_bytes()))
     }
 
     /// `XA COMMIT` of a prepared XA from the applier's connection: only possible once no

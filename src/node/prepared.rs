@@ -159,15 +159,14 @@ impl PreparedRegistry {
     }
 
     /// The prepared XAs whose locks a write set with `keys` could wait for (`None`: every one,
-    /// for a TOI or a snapshot load, which take metadata locks), except `except`.
-    fn conflicting(&self, keys: Option<&[Key]>, except: Option<&str>) -> Vec<Arc<PreparedXa>> {
+    /// for a TOI or a snapshot load, which take metadata locks).
+    fn conflicting(&self, keys: Option<&[Key]>) -> Vec<Arc<PreparedXa>> {
         let Ok(m) = self.by_xid.lock() else {
             return Vec::new();
         };
-        m.iter()
-            .filter(|(xid, _)| Some(xid.as_str()) != except)
-            .filter(|(_, xa)| keys.is_none_or(|k| xa.conflicts_with(k)))
-            .map(|(_, xa)| xa.clone())
+        m.values()
+            .filter(|xa| keys.is_none_or(|k| xa.conflicts_with(k)))
+            .cloned()
             .collect()
     }
 
@@ -180,13 +179,10 @@ impl PreparedRegistry {
     /// Asks the sessions whose prepared XAs conflict with `keys` to roll them back, and
     /// returns the answers to wait for. Such an XA's write set comes later in the log than
     /// the one about to be applied and did not see it, so certification aborts it anyway
-    /// (and if not, the applier replays it).
-    pub(crate) fn release_conflicting(
-        &self,
-        keys: Option<&[Key]>,
-        except: Option<&str>,
-    ) -> Vec<oneshot::Receiver<()>> {
-        self.conflicting(keys, except)
+    /// (and if not, the applier replays it). An XA already claimed (the applier's own write set's, whose claim for commit failed) is
+    /// not asked again.
+    pub(crate) fn release_conflicting(&self, keys: Option<&[Key]>) -> Vec<oneshot::Receiver<()>> {
+        self.conflicting(keys)
             .into_iter()
             .filter_map(|xa| match ask_rollback(&xa) {
                 Release::Asked(rx) => Some(rx),
@@ -255,18 +251,18 @@ mod tests {
         let (_b, mut rx_b) = reg.register("b", 2, &[key(2, KeyKind::Reference)]);
         // A shared reference on the table does not conflict with another reference.
         assert!(reg
-            .release_conflicting(Some(&[key(2, KeyKind::Reference)]), None)
+            .release_conflicting(Some(&[key(2, KeyKind::Reference)]))
             .is_empty());
-        let asked = reg.release_conflicting(Some(&[key(1, KeyKind::Update)]), None);
+        let asked = reg.release_conflicting(Some(&[key(1, KeyKind::Update)]));
         assert_eq!(asked.len(), 1);
         assert!(matches!(rx_a.try_recv(), Ok(XaRequest::RollBack { .. })));
         assert!(rx_b.try_recv().is_err());
         // Claimed once: asking again asks nobody.
         assert!(reg
-            .release_conflicting(Some(&[key(1, KeyKind::Exclusive)]), None)
+            .release_conflicting(Some(&[key(1, KeyKind::Exclusive)]))
             .is_empty());
-        // A TOI releases every other one.
-        assert_eq!(reg.release_conflicting(None, Some("a")).len(), 1);
+        // A TOI releases every one not claimed yet.
+        assert_eq!(reg.release_conflicting(None).len(), 1);
         assert!(matches!(rx_b.try_recv(), Ok(XaRequest::RollBack { .. })));
     }
 

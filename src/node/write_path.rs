@@ -927,14 +927,12 @@ async fn resolve_orphaned_xa(
         .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
         .await
         .map_err(|e| format!("reading certus.state: {e}"))?;
-    let rows: Vec<(i64, i64, i64, Vec<u8>)> = conn
-        .query("XA RECOVER")
+    let gtrids = crate::apply::prepared_gtrids(&mut conn)
         .await
         .map_err(|e| format!("XA RECOVER: {e}"))?;
     let prefix = format!("certus_{}_", node.0);
     let mut resolved = 0;
-    for (_, gtrid_len, _, data) in rows {
-        let gtrid = data.get(..gtrid_len.max(0) as usize).unwrap_or_default();
+    for gtrid in gtrids {
         if !gtrid.starts_with(prefix.as_bytes())
             || !gtrid
                 .iter()
@@ -942,7 +940,7 @@ async fn resolve_orphaned_xa(
         {
             continue;
         }
-        let xid = String::from_utf8_lossy(gtrid).into_owned();
+        let xid = String::from_utf8_lossy(&gtrid).into_owned();
         let registered = prepared.and_then(|r| r.get(&xid));
         let commit = claimed.as_deref() == Some(xid.as_str())
             || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
@@ -1200,14 +1198,23 @@ fn release_late_prepared(shared: &Shared, keys: Option<&[Key]>, ticks: u32) {
     } else {
         keys
     };
-    let asked = shared.prepared.release_conflicting(keys, None).len();
+    let asked = ask_release(shared, keys).len();
     if asked > 0 {
-        shared.bf_aborts.fetch_add(asked as u64, Ordering::Relaxed);
         tracing::debug!(
             asked,
             "rolling back prepared local transactions the applier waits for"
         );
     }
+}
+
+/// Asks the sessions whose prepared XAs conflict with `keys` (every one for `None`) to roll
+/// them back, counted as brute-force aborts; their answers.
+fn ask_release(shared: &Shared, keys: Option<&[Key]>) -> Vec<oneshot::Receiver<()>> {
+    let answers = shared.prepared.release_conflicting(keys);
+    shared
+        .bf_aborts
+        .fetch_add(answers.len() as u64, Ordering::Relaxed);
+    answers
 }
 
 /// What the apply task owns.
@@ -1288,14 +1295,8 @@ impl ApplyCtx {
     /// Asks the sessions whose prepared XAs could hold locks this work needs to roll them back,
     /// and waits (bounded) until they have. `keys` is None for a TOI or a snapshot load, which
     /// need every table's metadata lock. What still blocks after that is the watchdog's.
-    async fn release_prepared(&self, keys: Option<&[Key]>, except: Option<&str>) {
-        let answers = self.shared.prepared.release_conflicting(keys, except);
-        if answers.is_empty() {
-            return;
-        }
-        self.shared
-            .bf_aborts
-            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+    async fn release_prepared(&self, keys: Option<&[Key]>) {
+        let answers = ask_release(&self.shared, keys);
         let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
         for answer in answers {
             let _ = tokio::time::timeout_at(deadline, answer).await;
@@ -1552,7 +1553,7 @@ async fn apply_loop(
         }
         let seqno = item.seqno;
         if let Work::Load(file) = item.work {
-            ctx.release_prepared(None, None).await;
+            ctx.release_prepared(None).await;
             match ctx.load(file, seqno).await {
                 Ok(Some(applied)) => {
                     skip_upto = applied;
@@ -1642,7 +1643,7 @@ async fn apply_group(ctx: &mut ApplyCtx, group: Vec<ApplyItem>, failed: &mut Opt
         .filter(|i| matches!(i.work, Work::Rows(_)))
         .flat_map(|i| i.keys.iter().copied())
         .collect();
-    ctx.release_prepared(Some(&keys), None).await;
+    ctx.release_prepared(Some(&keys)).await;
     let timer = StageTimer::start();
     match ctx.apply(last.0, &Work::Rows(statements), &keys).await {
         Applied::Done => {
@@ -1695,8 +1696,8 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
         }
         _ => {
             match &item.work {
-                Work::Rows(_) => ctx.release_prepared(Some(&item.keys), xid).await,
-                Work::Toi(_) => ctx.release_prepared(None, xid).await,
+                Work::Rows(_) => ctx.release_prepared(Some(&item.keys)).await,
+                Work::Toi(_) => ctx.release_prepared(None).await,
                 Work::Aborted | Work::Load(_) => {}
             }
             ctx.apply(seqno, &item.work, &item.keys).await

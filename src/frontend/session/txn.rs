@@ -403,8 +403,7 @@ impl Session {
             if xa.claim_rollback() {
                 // Aborted, refused or unknown: if certification commits it after all, the
                 // applier replays it.
-                self.roll_back_prepared(&txn.xid).await?;
-                xa.set_rolled_back();
+                self.roll_back_registered(&txn.xid, &xa).await?;
                 break;
             }
             // Claimed by the applier or its watchdog: the request follows the claim.
@@ -440,11 +439,17 @@ impl Session {
                 let _ = done.send(result);
             }
             XaRequest::RollBack { done } => {
-                self.roll_back_prepared(xid).await?;
-                xa.set_rolled_back();
+                self.roll_back_registered(xid, xa).await?;
                 let _ = done.send(());
             }
         }
+        Ok(())
+    }
+
+    /// Rolls back a prepared XA the session registered, once it holds the rollback claim.
+    async fn roll_back_registered(&mut self, xid: &str, xa: &PreparedXa) -> Result<(), End> {
+        self.roll_back_prepared(xid).await?;
+        xa.set_rolled_back();
         Ok(())
     }
 
@@ -481,9 +486,24 @@ impl Session {
     }
 
     /// XA END, XA PREPARE and the GTID read in one round trip; then the group from the binlog.
-    /// On success the XA stays prepared (its locks held) until its seqno: the caller must
-    /// commit or roll it back. On any failure it is rolled back here.
+    /// With a group the XA stays prepared (its locks held) until its seqno: the caller must
+    /// commit or roll it back. Without one (nothing written, or any failure) it is rolled back
+    /// here.
     async fn prepare_and_capture(
+        &mut self,
+        txn: &Txn,
+        started: &StageTimer,
+    ) -> Result<Result<Captured, Refusal>, End> {
+        let captured = self.prepare_and_take_group(txn, started).await?;
+        if !matches!(captured, Ok(Captured::Group(_))) {
+            // A failed END fails the PREPARE after it and a failed PREPARE has rolled the
+            // transaction back already: the rollback makes sure.
+            self.roll_back_prepared(&txn.xid).await?;
+        }
+        Ok(captured)
+    }
+
+    async fn prepare_and_take_group(
         &mut self,
         txn: &Txn,
         started: &StageTimer,
@@ -496,24 +516,17 @@ impl Session {
         let [ended, prepared, gtid] = self
             .internal_pipelined([&end, &prepare, "SELECT @@last_gtid"])
             .await?;
-        // A failed END fails the PREPARE after it; a failed PREPARE has rolled the transaction
-        // back already; the rollback makes sure.
         for reply in [ended, prepared] {
             if let Internal::Err(e) = reply {
-                self.roll_back_prepared(&txn.xid).await?;
                 return Ok(Err(Refusal::Backend(e)));
             }
         }
         let gtid = match gtid.first_value() {
             Ok(v) => v.unwrap_or_default(),
-            Err(e) => {
-                self.roll_back_prepared(&txn.xid).await?;
-                return Ok(Err(Refusal::Backend(e)));
-            }
+            Err(e) => return Ok(Err(Refusal::Backend(e))),
         };
         if baseline.as_deref() == Some(gtid.as_slice()) {
             // Nothing was written: no binlog group at PREPARE.
-            self.roll_back_prepared(&txn.xid).await?;
             return Ok(Ok(Captured::Nothing));
         }
         let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
@@ -529,7 +542,6 @@ impl Session {
             Ok(group) => Ok(Ok(Captured::Group(group))),
             Err(e) => {
                 tracing::error!("capture of a committing transaction failed: {e}");
-                self.roll_back_prepared(&txn.xid).await?;
                 Ok(Err(Refusal::Client(ClientError::NotReady)))
             }
         }
