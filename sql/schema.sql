@@ -8,9 +8,11 @@ CREATE TABLE IF NOT EXISTS certus.state (
   cluster_uuid CHAR(36) NOT NULL,
   applied_seqno BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB;
--- The xid of the origin's own prepared XA that the applier claimed for commit at applied_seqno
--- (DESIGN §7, the origin commits its own XA). It is written before the XA COMMIT, so a crash in
--- between leaves a prepared XA that start-up commits; every other orphaned one is rolled back.
-ALTER TABLE certus.state ADD COLUMN IF NOT EXISTS origin_xid VARCHAR(128) NOT NULL DEFAULT '';
+-- The xids (space-separated) of the origin's own prepared XAs that the applier claimed for
+-- commit, the last at applied_seqno (DESIGN §7, the origin commits its own XA). They are written
+-- before the XA COMMITs, so a crash in between leaves prepared XAs that start-up commits; every
+-- other orphaned one is rolled back. Up to ORIGIN_BATCH_MAX xids of at most 60 bytes each.
+ALTER TABLE certus.state ADD COLUMN IF NOT EXISTS origin_xid VARCHAR(4096) NOT NULL DEFAULT '';
+ALTER TABLE certus.state MODIFY COLUMN origin_xid VARCHAR(4096) NOT NULL DEFAULT '';
 INSERT IGNORE INTO certus.state (id, cluster_uuid, applied_seqno)
   VALUES (1, '00000000-0000-0000-0000-000000000000', 0);

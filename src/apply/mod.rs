@@ -400,18 +400,19 @@ impl Applier {
         self.conn.id()
     }
 
-    /// Records `seqno` as applied by the origin's own XA `xid`, before that XA is committed: a
-    /// crash between the two leaves the XA prepared and named here, and start-up commits it.
-    pub async fn record_origin_commit(
+    /// Records `seqno` as applied by the origin's own XAs `xids` (space-separated in
+    /// `origin_xid`), before those XAs are committed: a crash before their commits leaves them
+    /// prepared and named here, and start-up commits them.
+    pub async fn record_origin_commits(
         &mut self,
         seqno: Seqno,
-        xid: &str,
+        xids: &[&str],
     ) -> Result<(), ApplyError> {
         self.run(
             &format!(
                 "UPDATE certus.state SET applied_seqno = {}, origin_xid = {} WHERE id = 1",
                 seqno.0,
-                quote(xid)
+                quote(&xids.join(" "))
             ),
             "recording the origin's commit",
         )

@@ -85,6 +85,28 @@ struct ApplyItem {
     queued_at: std::time::Instant,
 }
 
+/// One of this node's own prepared XAs, claimed for commit at its seqno.
+struct OwnCommit {
+    seqno: Seqno,
+    xid: String,
+    xa: Arc<PreparedXa>,
+}
+
+/// Claims `item`'s XA for commit when it is a row write set whose origin session here still
+/// holds its XA prepared; None otherwise (replayed, or nothing to apply).
+fn claim_own(shared: &Shared, item: &ApplyItem) -> Option<OwnCommit> {
+    let Work::Rows(_) = item.work else {
+        return None;
+    };
+    let xid = item.origin_xid.as_deref()?;
+    let xa = shared.prepared.get(xid).filter(|xa| xa.claim_commit())?;
+    Some(OwnCommit {
+        seqno: item.seqno,
+        xid: xid.to_owned(),
+        xa,
+    })
+}
+
 /// Where the node is in a state transfer (`Shared::sst_phase`).
 pub(crate) const SST_NONE: u8 = 0;
 pub(crate) const SST_JOINING: u8 = 1;
@@ -942,8 +964,10 @@ async fn resolve_orphaned_xa(
         }
         let xid = String::from_utf8_lossy(&gtrid).into_owned();
         let registered = prepared.and_then(|r| r.get(&xid));
-        let commit = claimed.as_deref() == Some(xid.as_str())
-            || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
+        let named = claimed
+            .as_deref()
+            .is_some_and(|c| c.split_ascii_whitespace().any(|x| x == xid));
+        let commit = named || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
         if !commit {
             if let Some(xa) = &registered {
                 if let super::prepared::Release::Asked(_) = super::prepared::ask_rollback(xa) {
@@ -1303,24 +1327,25 @@ impl ApplyCtx {
         }
     }
 
-    /// Commits the origin session's own prepared XA `xid` at `seqno` instead of replaying its
-    /// row events (DESIGN §7): first the applied seqno and the xid go into `certus.state`, so
-    /// that a crash before the commit leaves an XA that start-up commits; then the session,
-    /// whose connection owns the XA, runs `XA COMMIT`. If the session is gone, the applier
-    /// commits the XA itself once it is detached.
-    async fn commit_origin(&mut self, seqno: Seqno, xid: &str, xa: &PreparedXa) -> Applied {
+    /// Commits the origin sessions' own prepared XAs at their seqnos instead of replaying
+    /// their row events (DESIGN §7), `last` being the last seqno of the run they belong to:
+    /// first the seqno and the xids go into `certus.state`, so that a crash before the commits
+    /// leaves XAs that start-up commits; then every session, whose connection owns its XA,
+    /// runs `XA COMMIT`, all at once (they hold their locks side by side, so they cannot
+    /// conflict). If a session is gone, the applier commits its XA once it is detached.
+    async fn commit_own(&mut self, last: Seqno, own: &[OwnCommit]) -> Applied {
         let mut recorded = false;
         loop {
             let result = if recorded {
-                self.commit_detached(xid).await
+                self.commit_all_detached(own).await
             } else {
-                self.record_and_commit(seqno, xid, xa).await
+                self.record_and_commit(last, own).await
             };
             match result {
                 Ok(()) => return Applied::Done,
                 Err(ApplyError::Connection { message, during }) => {
-                    warn!(%seqno, "applier lost the backend during {during}: {message}");
-                    recorded = self.reconnect(seqno).await;
+                    warn!(seqno = %last, "applier lost the backend during {during}: {message}");
+                    recorded = self.reconnect(last).await;
                 }
                 Err(e) => return Applied::Refused(e),
             }
@@ -1329,22 +1354,40 @@ impl ApplyCtx {
 
     async fn record_and_commit(
         &mut self,
-        seqno: Seqno,
-        xid: &str,
-        xa: &PreparedXa,
+        last: Seqno,
+        own: &[OwnCommit],
     ) -> Result<(), ApplyError> {
-        self.applier.record_origin_commit(seqno, xid).await?;
-        let (done, rx) = oneshot::channel();
-        if xa.ask(XaRequest::Commit { done }) {
-            match tokio::time::timeout(SESSION_COMMIT_WAIT, rx).await {
-                Ok(Ok(Ok(()))) => return Ok(()),
-                Ok(Ok(Err(message))) => return Err(ApplyError::OriginCommit(message)),
-                Ok(Err(_)) | Err(_) => {
-                    warn!(%seqno, %xid, "the origin session did not commit its XA; the applier does")
+        let xids: Vec<&str> = own.iter().map(|o| o.xid.as_str()).collect();
+        self.applier.record_origin_commits(last, &xids).await?;
+        let asked: Vec<_> = own
+            .iter()
+            .map(|o| {
+                let (done, rx) = oneshot::channel();
+                (o, o.xa.ask(XaRequest::Commit { done }).then_some(rx))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + SESSION_COMMIT_WAIT;
+        for (o, answer) in asked {
+            if let Some(answer) = answer {
+                match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(Ok(()))) => continue,
+                    Ok(Ok(Err(message))) => return Err(ApplyError::OriginCommit(message)),
+                    Ok(Err(_)) | Err(_) => warn!(
+                        seqno = %o.seqno, xid = %o.xid,
+                        "the origin session did not commit its XA; the applier does"
+                    ),
                 }
             }
+            self.commit_detached(&o.xid).await?;
         }
-        self.commit_detached(xid).await
+        Ok(())
+    }
+
+    async fn commit_all_detached(&mut self, own: &[OwnCommit]) -> Result<(), ApplyError> {
+        for o in own {
+            self.commit_detached(&o.xid).await?;
+        }
+        Ok(())
     }
 
     /// Commits `xid` from the applier's connection once no session owns it. An XA claimed for
@@ -1533,13 +1576,7 @@ async fn apply_loop(
         let item = match carry.take() {
             Some(item) => item,
             None => match rx.recv().await {
-                Some(item) => {
-                    shared.queued.fetch_sub(1, Ordering::Relaxed);
-                    shared
-                        .latency
-                        .observe(Stage::ApplyQueue, item.queued_at.elapsed());
-                    item
-                }
+                Some(item) => dequeued(&shared, item),
                 None => break,
             },
         };
@@ -1581,7 +1618,31 @@ async fn apply_loop(
                 .store(item.index.saturating_sub(1), Ordering::Relaxed);
             continue;
         }
-        // A write set whose origin session holds its XA here is committed by that session.
+        // Write sets whose origin sessions hold their XAs here are committed by those sessions:
+        // a run of them that is queued already commits together.
+        if let Some(own) = claim_own(&shared, &item) {
+            let mut run = vec![item];
+            let mut owns = vec![own];
+            while owns.len() < OWN_RUN_MAX {
+                let Ok(next) = rx.try_recv() else { break };
+                let next = dequeued(&shared, next);
+                if next.seqno > skip_upto {
+                    if let Some(own) = claim_own(&shared, &next) {
+                        owns.push(own);
+                        run.push(next);
+                        continue;
+                    }
+                    if matches!(next.work, Work::Aborted) {
+                        run.push(next);
+                        continue;
+                    }
+                }
+                carry = Some(next);
+                break;
+            }
+            commit_own_run(&mut ctx, run, owns, &mut failed).await;
+            continue;
+        }
         if !matches!(item.work, Work::Rows(_)) || shared.prepared.holds(item.origin_xid.as_deref())
         {
             apply_one(&mut ctx, item, &mut failed).await;
@@ -1594,10 +1655,7 @@ async fn apply_loop(
         let mut bytes = 0;
         while group.len() < GROUP_MAX_WRITE_SETS && bytes < GROUP_MAX_BYTES {
             let Ok(next) = rx.try_recv() else { break };
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            shared
-                .latency
-                .observe(Stage::ApplyQueue, next.queued_at.elapsed());
+            let next = dequeued(&shared, next);
             match &next.work {
                 Work::Rows(stmts)
                     if next.seqno > skip_upto
@@ -1620,6 +1678,62 @@ async fn apply_loop(
         } else {
             apply_group(&mut ctx, group, &mut failed).await;
         }
+    }
+}
+
+/// Counts an item out of the apply queue.
+fn dequeued(shared: &Shared, item: ApplyItem) -> ApplyItem {
+    shared.queued.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .latency
+        .observe(Stage::ApplyQueue, item.queued_at.elapsed());
+    item
+}
+
+/// The most own XAs committed as one run (their xids share `certus.state.origin_xid`).
+const OWN_RUN_MAX: usize = 48;
+
+/// Commits a run of consecutive write sets that need no replay here: this node's own prepared
+/// XAs (`own`, claimed for commit) and aborted write sets. One `certus.state` record for the
+/// run, then every session's `XA COMMIT` at once.
+async fn commit_own_run(
+    ctx: &mut ApplyCtx,
+    run: Vec<ApplyItem>,
+    own: Vec<OwnCommit>,
+    failed: &mut Option<String>,
+) {
+    let Some((last, index)) = run.last().map(|i| (i.seqno, i.index)) else {
+        return;
+    };
+    let shared = ctx.shared.clone();
+    let timer = StageTimer::start();
+    let applied = ctx.commit_own(last, &own).await;
+    for o in &own {
+        shared.prepared.remove(&o.xid);
+    }
+    timer.stop(&shared.latency, Stage::Apply);
+    let failure = match applied {
+        Applied::Done => None,
+        Applied::Refused(e) => {
+            let reason = format!("committing this node's own XAs up to seqno {last} failed: {e}");
+            error!("{reason}; this node is now Inconsistent and stops serving");
+            shared.inconsistent.send_replace(Some(reason.clone()));
+            *failed = Some(reason.clone());
+            Some(reason)
+        }
+    };
+    shared.applied.send_replace(last);
+    shared
+        .applied_index
+        .store(index.saturating_sub(1), Ordering::Relaxed);
+    for item in run {
+        let seqno = item.seqno;
+        let outcome = match (&item.work, &failure) {
+            (Work::Aborted, _) => Outcome::Aborted { seqno },
+            (_, None) => Outcome::Committed { seqno },
+            (_, Some(reason)) => Outcome::NodeFailed(reason.clone()),
+        };
+        shared.notify(item.origin_xid.as_deref(), outcome);
     }
 }
 
@@ -1682,27 +1796,17 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
         shared.notify(xid, Outcome::NodeFailed(reason.clone()));
         return;
     }
+    if let Some(own) = claim_own(&shared, &item) {
+        return commit_own_run(ctx, vec![item], vec![own], failed).await;
+    }
     let seqno = item.seqno;
     let timer = StageTimer::start();
-    let own_xa = match (&item.work, xid) {
-        (Work::Rows(_), Some(x)) => shared.prepared.get(x).filter(|xa| xa.claim_commit()),
-        _ => None,
-    };
-    let applied = match (own_xa, xid) {
-        (Some(xa), Some(x)) => {
-            let applied = ctx.commit_origin(seqno, x, &xa).await;
-            shared.prepared.remove(x);
-            applied
-        }
-        _ => {
-            match &item.work {
-                Work::Rows(_) => ctx.release_prepared(Some(&item.keys)).await,
-                Work::Toi(_) => ctx.release_prepared(None).await,
-                Work::Aborted | Work::Load(_) => {}
-            }
-            ctx.apply(seqno, &item.work, &item.keys).await
-        }
-    };
+    match &item.work {
+        Work::Rows(_) => ctx.release_prepared(Some(&item.keys)).await,
+        Work::Toi(_) => ctx.release_prepared(None).await,
+        Work::Aborted | Work::Load(_) => {}
+    }
+    let applied = ctx.apply(seqno, &item.work, &item.keys).await;
     if !matches!(item.work, Work::Aborted) {
         timer.stop(&shared.latency, Stage::Apply);
     }
