@@ -752,7 +752,7 @@ async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_i
         .admin_with(&[
             "CREATE DATABASE xc",
             "CREATE TABLE xc.t (id INT PRIMARY KEY, v INT)",
-            "INSERT INTO xc.t VALUES (1, 1), (2, 2)",
+            "INSERT INTO xc.t VALUES (1, 1), (2, 2), (3, 3)",
         ])
         .await;
     // A write through the node is committed by its own session's XA at its seqno: the applier
@@ -771,9 +771,9 @@ async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_i
         "origin_xid {xid:?} at seqno {seqno}"
     );
     drop(a);
-    // What a crash between recording the claim and the XA COMMIT leaves: the XA named in
-    // certus.state, prepared, without a connection; and another prepared XA of this node
-    // whose write set never committed.
+    // What a crash between recording a run's claim and its XA COMMITs leaves: the run's XAs
+    // named in certus.state, prepared, without a connection; and another prepared XA of this
+    // node whose write set never committed.
     drop(svc);
     leave_prepared(
         &n,
@@ -782,11 +782,14 @@ async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_i
     )
     .await;
     leave_prepared(&n, "certus_1_other", "UPDATE xc.t SET v = 99 WHERE id = 2").await;
+    leave_prepared(&n, "certus_1_run", "UPDATE xc.t SET v = 43 WHERE id = 3").await;
     let mut svc = n.service_conn().await;
     svc.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
-    svc.query_drop("UPDATE certus.state SET origin_xid = 'certus_1_claimed' WHERE id = 1")
-        .await
-        .unwrap();
+    svc.query_drop(
+        "UPDATE certus.state SET origin_xid = 'certus_1_claimed certus_1_run' WHERE id = 1",
+    )
+    .await
+    .unwrap();
     drop(svc);
     let n = n.restart().await;
     let mut svc = n.service_conn().await;
@@ -801,8 +804,8 @@ async fn the_origin_commits_its_own_prepared_xa_and_a_crash_before_that_commit_i
         .unwrap();
     assert_eq!(
         rows,
-        vec![(1, 42), (2, 2)],
-        "claimed XA committed, the other rolled back"
+        vec![(1, 42), (2, 2), (3, 43)],
+        "claimed XAs committed, the other rolled back"
     );
     n.stop().await;
 }
