@@ -253,8 +253,7 @@ async fn run_bootstrap(
     Ok(())
 }
 
-async fn run_node(config: Option<PathBuf>, settings: RawNodeConfig) -> anyhow::Result<()> {
-    let cfg = load_config(config, settings)?;
+async fn run_node(cfg: certus::config::NodeConfig) -> anyhow::Result<()> {
     init_logging(cfg.log_format, "info");
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -290,20 +289,32 @@ async fn run_dev_cluster(opts: certus::devcluster::DevClusterOptions) -> anyhow:
     Ok(())
 }
 
+/// The process's runtime: `threads` workers, or one per CPU.
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match cli.command {
-        Command::Node { config, settings } => rt.block_on(run_node(config, settings)),
-        Command::Recover { config, settings } => rt.block_on(run_recover(config, settings)),
+        Command::Node { config, settings } => {
+            // The node's settings choose its runtime, so they are read before it exists.
+            let cfg = load_config(config, settings)?;
+            runtime(Some(cfg.worker_threads))?.block_on(run_node(cfg))
+        }
+        Command::Recover { config, settings } => {
+            runtime(None)?.block_on(run_recover(config, settings))
+        }
         Command::Bootstrap {
             config,
             force,
             settings,
-        } => rt.block_on(run_bootstrap(config, force, settings)),
-        Command::Status { http, json } => rt.block_on(async {
+        } => runtime(None)?.block_on(run_bootstrap(config, force, settings)),
+        Command::Status { http, json } => runtime(None)?.block_on(async {
             let status =
                 certus::http::fetch_status(&http, std::time::Duration::from_secs(2)).await?;
             if json {
@@ -313,14 +324,14 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::Cluster { target, op } => rt.block_on(run_cluster(target, op)),
+        Command::Cluster { target, op } => runtime(None)?.block_on(run_cluster(target, op)),
         Command::DevCluster {
             dir,
             base_port,
             nodes,
             admin_user,
             admin_password,
-        } => rt.block_on(run_dev_cluster(certus::devcluster::DevClusterOptions {
+        } => runtime(None)?.block_on(run_dev_cluster(certus::devcluster::DevClusterOptions {
             dir,
             base_port,
             nodes,

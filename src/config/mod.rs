@@ -39,6 +39,11 @@ pub enum LogFormat {
     Json,
 }
 
+/// Half the CPUs this process may use, at least 1 (the backend needs the rest).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 /// Every node setting. In the TOML file the `backend_*` keys may also be written inside a
 /// `[backend]` table without the prefix (`[backend] mode = "external"`).
 #[derive(Debug, Clone, Default, Deserialize, Args)]
@@ -63,6 +68,12 @@ pub struct RawNodeConfig {
     /// MariaDB's wait_timeout).
     #[arg(long, env = "CERTUS_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
+    /// Threads that run the node's work (client sessions, Raft, capture, apply). Default: half
+    /// the CPUs, at least 1: the backend on the same host needs the rest, and on 2 cores one
+    /// thread made more commits per second than two (fewer cross-thread wake-ups;
+    /// docs/benchmarks.md, "Runtime threads").
+    #[arg(long, env = "CERTUS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Seconds a client may take to finish sending a packet it has started (default 30, MariaDB's
     /// net_read_timeout).
     #[arg(long, env = "CERTUS_NET_READ_TIMEOUT")]
@@ -218,6 +229,7 @@ impl RawNodeConfig {
     /// Settings in `top` win over settings in `self`.
     pub fn overlay(&mut self, top: RawNodeConfig) {
         overlay!(self, top; node_name, node_id, listen, data_dir, log_format, idle_timeout,
+            worker_threads,
             peer_listen, members, join, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
             sync_wait, causal_read_timeout, fc_limit, fc_factor, strict_mode,
@@ -232,6 +244,12 @@ impl RawNodeConfig {
         let node_id = self.node_id.unwrap_or(1);
         if node_id == 0 || node_id > 1000 {
             problems.push(format!("node_id must be between 1 and 1000, got {node_id}"));
+        }
+        let worker_threads = self.worker_threads.unwrap_or_else(default_worker_threads);
+        if worker_threads == 0 || worker_threads > 1024 {
+            problems.push(format!(
+                "worker_threads must be between 1 and 1024, got {worker_threads}"
+            ));
         }
         let data_dir = match self.data_dir {
             Some(d) => d,
@@ -412,6 +430,7 @@ impl RawNodeConfig {
             data_dir,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             idle_timeout: Duration::from_secs(self.idle_timeout.unwrap_or(28800).max(1)),
+            worker_threads,
             net_read_timeout: Duration::from_secs(self.net_read_timeout.unwrap_or(30).max(1)),
             backend,
         })
@@ -466,6 +485,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub log_format: LogFormat,
     pub idle_timeout: Duration,
+    /// Threads of the node's runtime.
+    pub worker_threads: usize,
     pub net_read_timeout: Duration,
     pub backend: BackendConfig,
 }
