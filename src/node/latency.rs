@@ -33,7 +33,8 @@ pub enum Stage {
     /// From `propose` returning to the origin learning its outcome (this node's state machine
     /// reaching the entry, the apply queue and the apply).
     Outcome,
-    /// The whole commit as the client waits for it: from XA END to the outcome.
+    /// The whole commit as the client waits for it: from XA END (for an autocommit write sent
+    /// with its statement, from the statement's reply) to the outcome.
     Commit,
 }
 

@@ -1093,6 +1093,33 @@ mod tests {
     }
 
     #[test]
+    fn a_prepare_wrote_nothing_only_when_the_gtid_is_the_known_baseline() {
+        use super::{Internal, PrepareReplies};
+        let replies = |gtid: Internal, baseline: Option<&str>| PrepareReplies {
+            ended: Internal::Ok,
+            prepared: Internal::Ok,
+            gtid,
+            baseline: baseline.map(|b| b.as_bytes().to_vec()),
+        };
+        let row = |g: &str| Internal::Rows(vec![vec![Some(g.as_bytes().to_vec())]]);
+        assert!(replies(row("0-1-7"), Some("0-1-7")).wrote_nothing());
+        assert!(!replies(row("0-1-8"), Some("0-1-7")).wrote_nothing());
+        // A fresh session's empty baseline and an empty @@last_gtid.
+        assert!(replies(row(""), Some("")).wrote_nothing());
+        // Unknown baseline, failed read: never "nothing".
+        assert!(!replies(row("0-1-7"), None).wrote_nothing());
+        assert!(!replies(Internal::Err(vec![0xff]), Some("0-1-7")).wrote_nothing());
+    }
+
+    #[test]
+    fn pipelined_xa_start_ignores_the_sessions_statement_timeout() {
+        assert_eq!(
+            super::xa_start_sql("certus_1_ab"),
+            "SET STATEMENT max_statement_time=0 FOR XA START 'certus_1_ab'"
+        );
+    }
+
+    #[test]
     fn text_rows_parse_nulls_and_strings() {
         assert_eq!(
             parse_text_row(&[3, b'a', b'b', b'c', 0xfb, 0]),
