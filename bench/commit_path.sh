@@ -77,10 +77,10 @@ section() {
   echo
   echo "Per-stage latency at the node the client uses, from its \`certus_commit_stage_seconds\`"
   echo "histograms (scraped from /metrics before and after each run; p50 / mean in ms, all rounds):"
-  echo "capture = XA END, XA PREPARE, @@last_gtid, XA ROLLBACK, @@last_gtid (one pipelined round trip) + binlog match; keys = certification keys;"
+  echo "capture = waiting for XA END, XA PREPARE, @@last_gtid (pipelined with the statement for autocommit writes) + binlog match; keys = certification keys;"
   echo "propose = batching + forwarding + fsynced Raft append on a quorum;"
   echo "certify = in the state machine; apply_queue = certified to applier start; apply = on the"
-  echo "backend; outcome = propose returned to the origin's outcome; commit = XA END to outcome."
+  echo "backend; outcome = propose returned to the origin's outcome; commit = XA END (autocommit: the statement's reply) to outcome."
   echo
   echo "$stages"
 }

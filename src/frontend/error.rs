@@ -66,6 +66,10 @@ pub(crate) enum ClientError {
     NoPrimaryKey {
         table: String,
     },
+    /// A statement committed on this node's backend outside the XA transaction that should have
+    /// captured it (its `XA START` failed): the write is not replicated and the node has made
+    /// itself Inconsistent. MariaDB's XAER_RMERR, whose words say what the operator must do.
+    WriteEscapedReplication,
 }
 
 impl ClientError {
@@ -154,6 +158,11 @@ impl ClientError {
                 1173,
                 b"42000",
                 format!("This table type requires a primary key: table {table} has none and strict_mode = enforcing refuses writes to it"),
+            ),
+            ClientError::WriteEscapedReplication => (
+                1401,
+                b"XAE03",
+                "XAER_RMERR: Fatal error occurred in the transaction branch - check your data for consistency (certus: the statement committed on this node without replication; the node is now Inconsistent)".into(),
             ),
         }
     }

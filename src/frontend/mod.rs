@@ -49,6 +49,11 @@ pub(crate) struct SessionShared {
     /// session never prepares an XA transaction whose connection a brute-force abort is about
     /// to kill: a prepared XA survives its connection and would hold its locks for ever.
     state: AtomicU8,
+    /// Held by the session from sending an `XA START` pipelined with a client statement until
+    /// it has read XA START's reply, and by a `KILL QUERY` aimed at the session while it sends
+    /// the kill: a kill that interrupted that XA START would let the statement after it run
+    /// outside any XA, unreplicated (`session::txn`).
+    xa_start_gate: tokio::sync::Mutex<()>,
 }
 
 const ACTIVE: u8 = 0;
@@ -83,6 +88,12 @@ impl SessionShared {
     /// After the session re-opened its backend connection.
     pub(crate) fn recovered(&self) {
         self.state.store(ACTIVE, Ordering::SeqCst);
+    }
+
+    /// Waits until no `XA START` of the session's is in flight, and keeps the next one from
+    /// being sent until the guard is dropped.
+    pub(crate) async fn xa_start_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.xa_start_gate.lock().await
     }
 }
 
@@ -123,10 +134,12 @@ impl Registry {
     }
 
     pub(crate) fn backend_thread(&self, id: SessionId) -> Option<u32> {
-        self.sessions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&id).map(|s| s.backend_thread()))
+        self.session(id).map(|s| s.backend_thread())
+    }
+
+    /// The shared state of a live session.
+    pub(crate) fn session(&self, id: SessionId) -> Option<Arc<SessionShared>> {
+        self.sessions.lock().ok().and_then(|m| m.get(&id).cloned())
     }
 
     /// Marks the session served by backend `thread` as a brute-force victim. None when no session

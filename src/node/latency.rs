@@ -16,8 +16,9 @@ use std::time::Duration;
 /// The stages of a commit, in the order a write set goes through them (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// XA END, XA PREPARE, `@@last_gtid`, XA ROLLBACK and `@@last_gtid` again (one pipelined
-    /// round trip), and matching the event group on the binlog stream.
+    /// XA END, XA PREPARE and `@@last_gtid` (one pipelined round trip; for an autocommit write
+    /// sent with the statement, only the wait for their replies after the statement's), and
+    /// matching the event group on the binlog stream.
     Capture,
     /// Certification keys from the captured rows and the catalog.
     Keys,
@@ -32,7 +33,8 @@ pub enum Stage {
     /// From `propose` returning to the origin learning its outcome (this node's state machine
     /// reaching the entry, the apply queue and the apply).
     Outcome,
-    /// The whole commit as the client waits for it: from XA END to the outcome.
+    /// The whole commit as the client waits for it: from XA END (for an autocommit write sent
+    /// with its statement, from the statement's reply) to the outcome.
     Commit,
 }
 

@@ -660,6 +660,20 @@ impl WritePath {
         self.shared.inconsistent.borrow().clone()
     }
 
+    /// Makes the node Inconsistent (it stops serving) for a cause found outside the applier:
+    /// a session saw a write escape replication. The first reason is kept.
+    pub(crate) fn mark_inconsistent(&self, reason: String) {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        self.shared.inconsistent.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     /// Follows the Inconsistent state (so that it can be made durable).
     pub(crate) fn watch_inconsistent(&self) -> watch::Receiver<Option<String>> {
         self.shared.inconsistent.subscribe()

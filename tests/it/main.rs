@@ -7,6 +7,7 @@ mod harness;
 mod inconsistent;
 mod membership;
 mod multi_statement;
+mod pipeline;
 mod recovery;
 mod replication;
 mod sst;

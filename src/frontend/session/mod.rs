@@ -383,6 +383,12 @@ impl Session {
         shape: Shape,
     ) -> Result<Option<u16>, End> {
         self.forward_only(request).await?;
+        self.relay_response(shape).await
+    }
+
+    /// Relays the whole response to a request already sent, answering with the error code it
+    /// ended in, if it did.
+    async fn relay_response(&mut self, shape: Shape) -> Result<Option<u16>, End> {
         let mut tracker = ResponseTracker::new(shape, self.deprecate_eof());
         // While the backend works, notice a client that hangs up, so its query does not run on
         // for nobody. Bytes the client sends meanwhile stay buffered for the next command.
@@ -755,22 +761,18 @@ impl Session {
     /// transaction first when autocommit is off, as InnoDB would.
     async fn data_statement(&mut self, packet: &Packet, write: bool) -> Result<(), End> {
         let autocommit = self.autocommit();
+        let foreign_transaction = self.backend_in_transaction();
         match (&mut self.txn, autocommit) {
             (Some(t), _) => {
                 t.wrote |= write;
-                let error = self.relay_for_error(packet, Shape::ResultSets).await?;
-                if error == Some(ER_LOCK_DEADLOCK) {
-                    // InnoDB rolled the whole transaction back; the client is no longer in one,
-                    // as with MariaDB. The XA is left ROLLBACK ONLY: end it now, or the next
-                    // BEGIN (sysbench restarts with BEGIN, no ROLLBACK) would get 1399.
-                    self.rollback_xa().await?;
-                    self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
-                }
-                Ok(())
+                self.forward_only(packet).await?;
+                self.relay_in_transaction().await
             }
             (None, true) if write => self.autocommit_write(packet, Shape::ResultSets).await,
             (None, true) => self.relay(packet, Shape::ResultSets).await.map(drop),
-            (None, false) => {
+            (None, false) if foreign_transaction => {
+                // XA START fails in a transaction the node did not open: never send the
+                // statement behind it (`txn::Session::open_with`).
                 if let Err(e) = self.start_xa().await? {
                     return self
                         .send_refusal(packet.next_seq(), txn::Refusal::Backend(e))
@@ -779,9 +781,30 @@ impl Session {
                 if let Some(t) = self.txn.as_mut() {
                     t.wrote |= write;
                 }
-                self.relay(packet, Shape::ResultSets).await.map(drop)
+                self.forward_only(packet).await?;
+                self.relay_in_transaction().await
             }
+            (None, false) => self.open_with(packet, write).await,
         }
+    }
+
+    /// Relays the response to a statement sent inside the open transaction.
+    async fn relay_in_transaction(&mut self) -> Result<(), End> {
+        let error = self.relay_response(Shape::ResultSets).await?;
+        if error == Some(ER_LOCK_DEADLOCK) {
+            // InnoDB rolled the whole transaction back; the client is no longer in one,
+            // as with MariaDB. The XA is left ROLLBACK ONLY: end it now, or the next
+            // BEGIN (sysbench restarts with BEGIN, no ROLLBACK) would get 1399.
+            self.rollback_xa().await?;
+            self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
+        }
+        Ok(())
+    }
+
+    /// Whether the backend reports a transaction the node did not open as an XA (e.g. `START
+    /// TRANSACTION READ ONLY`, relayed as it is).
+    fn backend_in_transaction(&self) -> bool {
+        self.txn.is_none() && self.status.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
     }
 
     /// The client names prepared statements by the ids it was given; after a re-prepare the
@@ -1070,14 +1093,33 @@ impl Session {
                 id,
                 by_query_id: false,
             } => {
-                let Some(thread) = u32::try_from(id)
+                let Some(target) = u32::try_from(id)
                     .ok()
-                    .and_then(|id| self.fe.registry.backend_thread(SessionId(id)))
+                    .and_then(|id| self.fe.registry.session(SessionId(id)))
                 else {
                     return self
                         .reply_error(&packet, &ClientError::UnknownThread(id))
                         .await;
                 };
+                // A KILL QUERY that interrupted the target's pipelined XA START would let the
+                // client statement behind it run outside any XA: wait until that XA START has
+                // answered, and hold the target's next one back until the kill is done. (KILL
+                // CONNECTION needs no wait: the statements behind the one it kills never run.)
+                let _gate = if query_only {
+                    match tokio::time::timeout(KILL_GATE_WAIT, target.xa_start_gate()).await {
+                        Ok(gate) => Some(gate),
+                        Err(_) => {
+                            tracing::warn!(
+                                session = id,
+                                "KILL QUERY sent while the session's XA START may still run"
+                            );
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let thread = target.backend_thread();
                 let what = if query_only { "QUERY" } else { "CONNECTION" };
                 let mut payload = vec![cmd::QUERY];
                 payload.extend_from_slice(format!("KILL {what} {thread}").as_bytes());
@@ -1389,6 +1431,10 @@ mod tests {
 
 /// MariaDB's ER_LOCK_DEADLOCK: after it InnoDB has rolled back the whole transaction.
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// How long a `KILL QUERY` waits for its target's in-flight `XA START` to answer (it normally
+/// does within one round trip).
+const KILL_GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The `SET` statements a session ran successfully, to replay on a new backend connection.
 /// Global assignments are not the session's and are left out; a statement repeated verbatim

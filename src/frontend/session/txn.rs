@@ -22,6 +22,67 @@ use crate::writeset::{self, Body, Key, SessionContext, TOICommand, WriteSet, Wri
 use mysql_common::constants::StatusFlags;
 use rand::Rng;
 
+/// Reads the GTID of the session's last binlog group: unchanged across a statement or an XA
+/// PREPARE, nothing was written.
+const LAST_GTID: &str = "SELECT @@last_gtid";
+
+/// `XA START`, immune to the session's `max_statement_time`: when pipelined with a client
+/// statement, a failed XA START would leave that statement outside any XA.
+fn xa_start_sql(xid: &str) -> String {
+    format!("SET STATEMENT max_statement_time=0 FOR XA START '{xid}'")
+}
+
+fn end_and_prepare_sql(xid: &str) -> [String; 2] {
+    [format!("XA END '{xid}'"), format!("XA PREPARE '{xid}'")]
+}
+
+/// A COM_QUERY packet of the node's own.
+fn query_packet(sql: &str) -> Packet {
+    let mut payload = Vec::with_capacity(1 + sql.len());
+    payload.push(cmd::QUERY);
+    payload.extend_from_slice(sql.as_bytes());
+    Packet { seq: 0, payload }
+}
+
+/// The replies to XA END, XA PREPARE and `SELECT @@last_gtid`, with the GTID read before.
+struct PrepareReplies {
+    ended: Internal,
+    prepared: Internal,
+    gtid: Internal,
+    /// `@@last_gtid` before the transaction; None when unknown.
+    baseline: Option<Vec<u8>>,
+}
+
+impl PrepareReplies {
+    /// Whether XA PREPARE wrote no binlog group (so its XA ROLLBACK writes none either).
+    fn wrote_nothing(&self) -> bool {
+        match (&self.gtid, &self.baseline) {
+            (Internal::Rows(rows), Some(before)) => {
+                rows.first()
+                    .and_then(|r| r.first())
+                    .map(|v| v.as_deref().unwrap_or_default())
+                    == Some(before.as_slice())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the replies ahead of a pipelined client statement said.
+struct Opened {
+    /// XA START's error: the statement ran outside any XA.
+    start_failed: Option<Vec<u8>>,
+    /// The error of the baseline `@@last_gtid` read, when it ran and failed.
+    baseline_failed: Option<Vec<u8>>,
+}
+
+/// How one try of an autocommit write ended.
+enum Attempt {
+    /// The statement's own response goes to the client: it failed, or it committed.
+    Reply(Vec<(Packet, Option<usize>)>),
+    Refused(Refusal),
+}
+
 /// What XA PREPARE and the binlog showed a committing transaction wrote.
 enum Captured {
     /// No binlog group: nothing changed (already rolled back).
@@ -190,23 +251,23 @@ impl Session {
         &mut self,
         sqls: [&str; N],
     ) -> Result<[Internal; N], End> {
-        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
-        for sql in sqls {
-            let mut payload = Vec::with_capacity(1 + sql.len());
-            payload.push(cmd::QUERY);
-            payload.extend_from_slice(sql.as_bytes());
-            self.backend
-                .writer
-                .write_packet(&Packet { seq: 0, payload })
-                .await
-                .map_err(gone)?;
-        }
-        self.backend.writer.flush().await.map_err(gone)?;
+        let packets = sqls.map(query_packet);
+        self.send_all(packets.iter()).await?;
         let mut replies = [(); N].map(|()| Internal::Ok);
         for reply in replies.iter_mut() {
             *reply = self.read_internal().await?;
         }
         Ok(replies)
+    }
+
+    /// Writes requests to the backend back to back and flushes once: the server reads and runs
+    /// them in order while the first replies travel back.
+    async fn send_all(&mut self, packets: impl Iterator<Item = &Packet>) -> Result<(), End> {
+        let gone = |e: std::io::Error| End::BackendGone(e.to_string());
+        for p in packets {
+            self.backend.writer.write_packet(p).await.map_err(gone)?;
+        }
+        self.backend.writer.flush().await.map_err(gone)
     }
 
     /// The reply to one statement of the node's own.
@@ -245,12 +306,10 @@ impl Session {
     pub(super) async fn start_xa(&mut self) -> Result<Result<(), Vec<u8>>, End> {
         let last_seen = self.fe.write_path.last_applied();
         let xid = self.new_xid();
-        let start = format!("XA START '{xid}'");
+        let start = xa_start_sql(&xid);
         let started = if self.last_gtid.is_none() {
             // The baseline for "did it write anything" rides along with the XA START.
-            let [gtid, started] = self
-                .internal_pipelined(["SELECT @@last_gtid", &start])
-                .await?;
+            let [gtid, started] = self.internal_pipelined([LAST_GTID, &start]).await?;
             match gtid.first_value() {
                 Ok(v) => self.last_gtid = Some(v.unwrap_or_default()),
                 Err(e) => {
@@ -315,18 +374,38 @@ impl Session {
         }
         // From XA PREPARE until the XA is committed or rolled back the session is never
         // killed: a prepared XA would survive its connection, locks and all.
-        let result = self.commit_prepared(&txn, &started).await;
+        let result = async {
+            let replies = self.end_and_prepare(&txn).await?;
+            self.commit_prepared(&txn, replies, &started).await
+        }
+        .await;
         self.shared.end_commit();
         result
     }
 
-    /// Prepares and captures the transaction, then orders its write set through the cluster.
+    /// XA END, XA PREPARE and the GTID read in one round trip.
+    async fn end_and_prepare(&mut self, txn: &Txn) -> Result<PrepareReplies, End> {
+        let [end, prepare] = end_and_prepare_sql(&txn.xid);
+        // XA COMMIT or ROLLBACK moves @@last_gtid: the next transaction reads its own baseline.
+        let baseline = self.last_gtid.take();
+        let [ended, prepared, gtid] = self.internal_pipelined([&end, &prepare, LAST_GTID]).await?;
+        Ok(PrepareReplies {
+            ended,
+            prepared,
+            gtid,
+            baseline,
+        })
+    }
+
+    /// Captures the transaction XA PREPARE prepared, then orders its write set through the
+    /// cluster.
     async fn commit_prepared(
         &mut self,
         txn: &Txn,
+        replies: PrepareReplies,
         started: &StageTimer,
     ) -> Result<Result<(), Refusal>, End> {
-        let group = match self.prepare_and_capture(txn, started).await? {
+        let group = match self.prepare_and_capture(txn, replies, started).await? {
             Err(refusal) => return Ok(Err(refusal)),
             Ok(Captured::Group(group)) => group,
             Ok(Captured::Nothing) => {
@@ -485,16 +564,16 @@ impl Session {
         }
     }
 
-    /// XA END, XA PREPARE and the GTID read in one round trip; then the group from the binlog.
-    /// With a group the XA stays prepared (its locks held) until its seqno: the caller must
-    /// commit or roll it back. Without one (nothing written, or any failure) it is rolled back
-    /// here.
+    /// The group XA PREPARE wrote, from the binlog. With a group the XA stays prepared (its
+    /// locks held) until its seqno: the caller must commit or roll it back. Without one
+    /// (nothing written, or any failure) it is rolled back here.
     async fn prepare_and_capture(
         &mut self,
         txn: &Txn,
+        replies: PrepareReplies,
         started: &StageTimer,
     ) -> Result<Result<Captured, Refusal>, End> {
-        let captured = self.prepare_and_take_group(txn, started).await?;
+        let captured = self.take_prepared_group(replies, started).await;
         if !matches!(captured, Ok(Captured::Group(_))) {
             // A failed END fails the PREPARE after it and a failed PREPARE has rolled the
             // transaction back already: the rollback makes sure.
@@ -503,31 +582,30 @@ impl Session {
         Ok(captured)
     }
 
-    async fn prepare_and_take_group(
+    async fn take_prepared_group(
         &mut self,
-        txn: &Txn,
+        replies: PrepareReplies,
         started: &StageTimer,
-    ) -> Result<Result<Captured, Refusal>, End> {
+    ) -> Result<Captured, Refusal> {
         let latency = self.fe.write_path.shared.latency.clone();
-        let end = format!("XA END '{}'", txn.xid);
-        let prepare = format!("XA PREPARE '{}'", txn.xid);
-        // XA COMMIT or ROLLBACK moves @@last_gtid: the next transaction reads its own baseline.
-        let baseline = self.last_gtid.take();
-        let [ended, prepared, gtid] = self
-            .internal_pipelined([&end, &prepare, "SELECT @@last_gtid"])
-            .await?;
+        let PrepareReplies {
+            ended,
+            prepared,
+            gtid,
+            baseline,
+        } = replies;
         for reply in [ended, prepared] {
             if let Internal::Err(e) = reply {
-                return Ok(Err(Refusal::Backend(e)));
+                return Err(Refusal::Backend(e));
             }
         }
         let gtid = match gtid.first_value() {
             Ok(v) => v.unwrap_or_default(),
-            Err(e) => return Ok(Err(Refusal::Backend(e))),
+            Err(e) => return Err(Refusal::Backend(e)),
         };
         if baseline.as_deref() == Some(gtid.as_slice()) {
             // Nothing was written: no binlog group at PREPARE.
-            return Ok(Ok(Captured::Nothing));
+            return Ok(Captured::Nothing);
         }
         let parsed = std::str::from_utf8(&gtid).ok().and_then(|g| g.parse().ok());
         let captured = match parsed {
@@ -539,10 +617,10 @@ impl Session {
         };
         started.stop(&latency, Stage::Capture);
         match captured {
-            Ok(group) => Ok(Ok(Captured::Group(group))),
+            Ok(group) => Ok(Captured::Group(group)),
             Err(e) => {
                 tracing::error!("capture of a committing transaction failed: {e}");
-                Ok(Err(Refusal::Client(ClientError::NotReady)))
+                Err(Refusal::Client(ClientError::NotReady))
             }
         }
     }
@@ -641,31 +719,235 @@ impl Session {
     ) -> Result<(), End> {
         let mut retries = self.fe.settings.retry_autocommit;
         loop {
-            if let Err(e) = self.start_xa().await? {
-                return self
-                    .send_refusal(request.next_seq(), Refusal::Backend(e))
-                    .await;
-            }
-            if let Some(t) = self.txn.as_mut() {
-                t.wrote = true;
-            }
-            let (packets, ok) = self.relay_buffered(request, shape).await?;
-            if !ok {
-                self.rollback_xa().await?;
-                return self.send_buffered(packets).await;
-            }
-            // One autocommit statement reads what it updates with locking reads of the latest
-            // versions: rows it left unchanged need no certification.
-            if let Some(t) = self.txn.as_mut() {
-                t.unknown_rows = false;
-            }
-            match self.commit_xa().await? {
-                Ok(()) => return self.send_buffered(packets).await,
-                Err(Refusal::Client(ClientError::Deadlock)) if retries > 0 => {
+            let attempt = if self.backend_in_transaction() {
+                self.autocommit_stepwise(request, shape).await?
+            } else {
+                self.autocommit_pipelined(request, shape).await?
+            };
+            match attempt {
+                Attempt::Reply(packets) => return self.send_buffered(packets).await,
+                Attempt::Refused(Refusal::Client(ClientError::Deadlock)) if retries > 0 => {
                     retries -= 1;
-                    continue;
                 }
-                Err(r) => return self.send_refusal(request.next_seq(), r).await,
+                Attempt::Refused(r) => return self.send_refusal(request.next_seq(), r).await,
+            }
+        }
+    }
+
+    /// One autocommit write in one backend round trip before the commit: `[SELECT
+    /// @@last_gtid], XA START, <the client's request as it is>, XA END, XA PREPARE, SELECT
+    /// @@last_gtid` are written back to back, then every reply is read in order. The server
+    /// runs each whatever the earlier ones returned, hence the care when XA START failed
+    /// ([`Session::settle_failed_start`]) or the statement did.
+    async fn autocommit_pipelined(
+        &mut self,
+        request: &Packet,
+        shape: Shape,
+    ) -> Result<Attempt, End> {
+        let xid = self.new_xid();
+        let opened = self
+            .open_around(&xid, request, &end_and_prepare_sql(&xid), LAST_GTID)
+            .await?;
+        let (packets, ok) = self.read_buffered(shape).await?;
+        let started = StageTimer::start();
+        let [ended, prepared, gtid] = [
+            self.read_internal().await?,
+            self.read_internal().await?,
+            self.read_internal().await?,
+        ];
+        let Some(mut txn) = self.txn.take() else {
+            let start_error = opened.start_failed.unwrap_or_default();
+            return Ok(Attempt::Refused(
+                self.settle_failed_start(start_error).await?,
+            ));
+        };
+        let replies = PrepareReplies {
+            ended,
+            prepared,
+            gtid,
+            baseline: self.last_gtid.take(),
+        };
+        if let Some(e) = opened.baseline_failed {
+            // Nothing tells whether it wrote: the XA goes, as when the read ran alone.
+            self.roll_back_prepared(&txn.xid).await?;
+            return Ok(Attempt::Refused(Refusal::Backend(e)));
+        }
+        if !ok {
+            // The client gets the statement's own error; its XA (prepared empty, or rolled
+            // back by the failure) goes.
+            let unchanged = replies.wrote_nothing();
+            self.roll_back_prepared(&txn.xid).await?;
+            if unchanged {
+                self.last_gtid = replies.baseline;
+            }
+            return Ok(Attempt::Reply(packets));
+        }
+        txn.wrote = true;
+        // One autocommit statement reads what it updates with locking reads of the latest
+        // versions: rows it left unchanged need no certification.
+        txn.unknown_rows = false;
+        if !self.shared.begin_commit() {
+            // A brute-force abort chose the session while its statement ran and is killing its
+            // connection; the XA may be prepared already. Roll it back while the connection
+            // lasts; if the kill lands first, the XA is an orphan that blocks the applier, which
+            // rolls such orphans back itself.
+            self.roll_back_prepared(&txn.xid).await?;
+            return Err(End::BackendGone(
+                "brute-force aborted before its write set was submitted".into(),
+            ));
+        }
+        let result = self.commit_prepared(&txn, replies, &started).await;
+        self.shared.end_commit();
+        Ok(match result? {
+            Ok(()) => Attempt::Reply(packets),
+            Err(r) => Attempt::Refused(r),
+        })
+    }
+
+    /// One autocommit write a round trip at a time, when the backend is in a transaction the
+    /// node did not open: XA START fails there, and the statement must then not run at all.
+    async fn autocommit_stepwise(
+        &mut self,
+        request: &Packet,
+        shape: Shape,
+    ) -> Result<Attempt, End> {
+        if let Err(e) = self.start_xa().await? {
+            return Ok(Attempt::Refused(Refusal::Backend(e)));
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.wrote = true;
+        }
+        let (packets, ok) = self.relay_buffered(request, shape).await?;
+        if !ok {
+            self.rollback_xa().await?;
+            return Ok(Attempt::Reply(packets));
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.unknown_rows = false;
+        }
+        Ok(match self.commit_xa().await? {
+            Ok(()) => Attempt::Reply(packets),
+            Err(r) => Attempt::Refused(r),
+        })
+    }
+
+    /// Autocommit off and no transaction open: the statement opens one, so `XA START` goes
+    /// ahead of it in the same write (one round trip), and the response is relayed as usual.
+    pub(super) async fn open_with(&mut self, request: &Packet, write: bool) -> Result<(), End> {
+        let seq = request.next_seq();
+        let xid = self.new_xid();
+        let opened = self.open_around(&xid, request, &[], "").await?;
+        if let Some(e) = opened.start_failed {
+            // The statement ran in an ordinary transaction of its own: it goes.
+            self.read_buffered(Shape::ResultSets).await?;
+            let refusal = self.settle_failed_start(e).await?;
+            return self.send_refusal(seq, refusal).await;
+        }
+        if let Some(e) = opened.baseline_failed {
+            self.read_buffered(Shape::ResultSets).await?;
+            self.rollback_xa().await?;
+            return self.send_refusal(seq, Refusal::Backend(e)).await;
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.wrote |= write;
+        }
+        self.relay_in_transaction().await
+    }
+
+    /// Writes `[SELECT @@last_gtid] (when the baseline is unknown), XA START, request, then
+    /// `tail` and `last`` in one go and reads the replies up to XA START's; the rest are the
+    /// caller's to read. Opens the session's transaction when XA START succeeded.
+    ///
+    /// XA START runs with `max_statement_time=0`, and a `KILL QUERY` through the node waits
+    /// on the session's gate until XA START has answered: with autocommit on and nothing open,
+    /// nothing else makes it fail (a duplicate of a random 128-bit xid, or out of memory).
+    async fn open_around(
+        &mut self,
+        xid: &str,
+        request: &Packet,
+        tail: &[String],
+        last: &str,
+    ) -> Result<Opened, End> {
+        let last_seen = self.fe.write_path.last_applied();
+        let read_baseline = self.last_gtid.is_none();
+        let mut head = Vec::with_capacity(2);
+        if read_baseline {
+            head.push(query_packet(LAST_GTID));
+        }
+        head.push(query_packet(&xa_start_sql(xid)));
+        let mut after: Vec<Packet> = tail.iter().map(|s| query_packet(s)).collect();
+        if !last.is_empty() {
+            after.push(query_packet(last));
+        }
+        let shared = self.shared.clone();
+        let gate = shared.xa_start_gate().await;
+        self.send_all(head.iter().chain([request]).chain(after.iter()))
+            .await?;
+        let baseline_failed = if read_baseline {
+            match self.read_internal().await?.first_value() {
+                Ok(v) => {
+                    self.last_gtid = Some(v.unwrap_or_default());
+                    None
+                }
+                Err(e) => Some(e),
+            }
+        } else {
+            None
+        };
+        let started = self.read_internal().await?;
+        drop(gate);
+        let start_failed = match started {
+            Internal::Err(e) => Some(e),
+            Internal::Ok | Internal::Rows(_) => {
+                self.txn = Some(Txn {
+                    xid: xid.to_owned(),
+                    last_seen,
+                    wrote: false,
+                    unknown_rows: false,
+                });
+                None
+            }
+        };
+        Ok(Opened {
+            start_failed,
+            baseline_failed,
+        })
+    }
+
+    /// After a pipelined `XA START` failed, the client's statement ran outside any XA (and
+    /// committed itself, with autocommit on). Whatever it left open is rolled back; if
+    /// `@@last_gtid` moved since the baseline (or either read is unknown), a write escaped
+    /// replication: the node makes itself Inconsistent and the client gets an error, never OK.
+    /// Otherwise the client gets XA START's own error, as if the statement had never run.
+    async fn settle_failed_start(&mut self, start_error: Vec<u8>) -> Result<Refusal, End> {
+        let baseline = self.last_gtid.take();
+        let [rolled_back, gtid] = self.internal_pipelined(["ROLLBACK", LAST_GTID]).await?;
+        if let Internal::Err(e) = rolled_back {
+            tracing::warn!(
+                "ROLLBACK after a failed XA START refused: {}",
+                String::from_utf8_lossy(e.get(3..).unwrap_or_default())
+            );
+        }
+        let now = gtid.first_value().ok().map(Option::unwrap_or_default);
+        let why = String::from_utf8_lossy(start_error.get(3..).unwrap_or_default()).into_owned();
+        match (&baseline, &now) {
+            (Some(before), Some(after)) if before == after => {
+                self.last_gtid = now;
+                Ok(Refusal::Backend(start_error))
+            }
+            _ => {
+                let show = |g: &Option<Vec<u8>>| match g {
+                    Some(g) => String::from_utf8_lossy(g).into_owned(),
+                    None => "unknown".into(),
+                };
+                self.fe.write_path.mark_inconsistent(format!(
+                    "session {}: XA START failed ({why}) and the client statement behind it may \
+                     have committed unreplicated (@@last_gtid {} before, {} after)",
+                    self.id.0,
+                    show(&baseline),
+                    show(&now),
+                ));
+                Ok(Refusal::Client(ClientError::WriteEscapedReplication))
             }
         }
     }
@@ -808,6 +1090,33 @@ mod tests {
         ok.extend_from_slice(b"(Rows matched: 3  Changed: 3  Warnings: 0");
         assert!(!super::matched_more_than_changed(&ok));
         assert!(!super::matched_more_than_changed(&[0, 1, 0, 2, 0, 0, 0]));
+    }
+
+    #[test]
+    fn a_prepare_wrote_nothing_only_when_the_gtid_is_the_known_baseline() {
+        use super::{Internal, PrepareReplies};
+        let replies = |gtid: Internal, baseline: Option<&str>| PrepareReplies {
+            ended: Internal::Ok,
+            prepared: Internal::Ok,
+            gtid,
+            baseline: baseline.map(|b| b.as_bytes().to_vec()),
+        };
+        let row = |g: &str| Internal::Rows(vec![vec![Some(g.as_bytes().to_vec())]]);
+        assert!(replies(row("0-1-7"), Some("0-1-7")).wrote_nothing());
+        assert!(!replies(row("0-1-8"), Some("0-1-7")).wrote_nothing());
+        // A fresh session's empty baseline and an empty @@last_gtid.
+        assert!(replies(row(""), Some("")).wrote_nothing());
+        // Unknown baseline, failed read: never "nothing".
+        assert!(!replies(row("0-1-7"), None).wrote_nothing());
+        assert!(!replies(Internal::Err(vec![0xff]), Some("0-1-7")).wrote_nothing());
+    }
+
+    #[test]
+    fn pipelined_xa_start_ignores_the_sessions_statement_timeout() {
+        assert_eq!(
+            super::xa_start_sql("certus_1_ab"),
+            "SET STATEMENT max_statement_time=0 FOR XA START 'certus_1_ab'"
+        );
     }
 
     #[test]
