@@ -49,11 +49,13 @@ pub(crate) struct SessionShared {
     /// session never prepares an XA transaction whose connection a brute-force abort is about
     /// to kill: a prepared XA survives its connection and would hold its locks for ever.
     state: AtomicU8,
-    /// Held by the session from sending an `XA START` pipelined with a client statement until
-    /// it has read XA START's reply, and by a `KILL QUERY` aimed at the session while it sends
-    /// the kill: a kill that interrupted that XA START would let the statement after it run
-    /// outside any XA, unreplicated (`session::txn`).
-    xa_start_gate: tokio::sync::Mutex<()>,
+    /// Held by the session while a statement of its own must not be interrupted, and by a
+    /// `KILL QUERY` aimed at the session while it sends the kill: from sending an `XA START`
+    /// pipelined with a client statement until its reply (a kill that interrupted that XA START
+    /// would let the statement after it run outside any XA, unreplicated: `session::txn`), and
+    /// around the `XA COMMIT` the applier asks for at the write set's seqno (an interrupted one
+    /// would make the node Inconsistent).
+    kill_gate: tokio::sync::Mutex<()>,
 }
 
 const ACTIVE: u8 = 0;
@@ -90,10 +92,10 @@ impl SessionShared {
         self.state.store(ACTIVE, Ordering::SeqCst);
     }
 
-    /// Waits until no `XA START` of the session's is in flight, and keeps the next one from
-    /// being sent until the guard is dropped.
-    pub(crate) async fn xa_start_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.xa_start_gate.lock().await
+    /// Waits until no uninterruptible statement of the session's is in flight, and keeps the
+    /// next one from being sent until the guard is dropped.
+    pub(crate) async fn kill_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.kill_gate.lock().await
     }
 }
 

@@ -991,16 +991,44 @@ async fn resolve_orphaned_xa(
             }
         }
         let verb = if commit { "COMMIT" } else { "ROLLBACK" };
-        match conn.query_drop(format!("XA {verb} '{xid}'")).await {
-            Ok(()) => {
-                warn!(%xid, "XA {verb} of a prepared XA transaction whose session is gone");
-                resolved += 1;
+        // At start-up every session of this node is gone, but the backend may not have seen all
+        // of their connections close yet: an XA still attached to one answers 1397. Skipping a
+        // named XA there would leave its write set, whose seqno is recorded as applied, out of
+        // this backend for good; so start-up waits for the detach (and refuses to start
+        // without it). A running node leaves attached XAs to their sessions.
+        let attempts = if prepared.is_none() {
+            ATTACHED_AT_START_ATTEMPTS
+        } else {
+            1
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match conn.query_drop(format!("XA {verb} '{xid}'")).await {
+                Ok(()) => {
+                    warn!(%xid, "XA {verb} of a prepared XA transaction whose session is gone");
+                    resolved += 1;
+                }
+                Err(mysql_async::Error::Server(e)) if e.code == 1397 && attempt < attempts => {
+                    tokio::time::sleep(DETACH_POLL).await;
+                    continue;
+                }
+                Err(e) if commit && prepared.is_none() => {
+                    return Err(format!(
+                        "XA COMMIT of {xid}, which certus.state records as committed, failed: {e}"
+                    ));
+                }
+                Err(e) => tracing::debug!(%xid, "prepared XA left alone: {e}"),
             }
-            Err(e) => tracing::debug!(%xid, "prepared XA left alone: {e}"),
+            break;
         }
     }
     Ok(resolved)
 }
+
+/// How often start-up retries an XA still attached to a connection of the node's previous
+/// run (every DETACH_POLL: 10 s).
+const ATTACHED_AT_START_ATTEMPTS: u32 = 500;
 
 /// Resolves orphaned prepared XA transactions whenever the backend comes back up: a backend
 /// killed while a session's XA was prepared restores that XA at its restart.

@@ -663,3 +663,59 @@ async fn a_data_dir_from_another_cluster_is_refused() {
     assert!(err.contains("the backend's certus.state says"), "{err}");
     assert_eq!(state_files(a_dir.path()), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_commits_a_recorded_xa_that_the_old_run_still_held() {
+    // certus killed with -9 while its backend runs on: the restarted node adopts that backend,
+    // whose connections of the old run may not all be closed yet. An XA that certus.state
+    // records as committed, still attached to such a connection, answers 1397 to anyone else;
+    // start-up must wait for it to detach and commit it, not skip it (its seqno is recorded as
+    // applied, so nothing would ever apply its write set here again).
+    require_mariadb!();
+    let mut c = ProcCluster::start(1).await;
+    let mut a = mysql_async::Conn::new(c.nodes[0].opts())
+        .await
+        .expect("connect");
+    run_all(
+        &mut a,
+        &[
+            "CREATE DATABASE held",
+            "CREATE TABLE held.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO held.t VALUES (1, 1)",
+        ],
+    )
+    .await;
+    drop(a);
+    let mut held = harness::service_conn_at(c.nodes[0].data_dir()).await;
+    for stmt in [
+        "XA START 'certus_1_held'",
+        "UPDATE held.t SET v = 2 WHERE id = 1",
+        "XA END 'certus_1_held'",
+        "XA PREPARE 'certus_1_held'",
+    ] {
+        held.query_drop(stmt).await.unwrap();
+    }
+    let mut svc = harness::service_conn_at(c.nodes[0].data_dir()).await;
+    svc.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
+    svc.query_drop("UPDATE certus.state SET origin_xid = 'certus_1_held' WHERE id = 1")
+        .await
+        .unwrap();
+    drop(svc);
+    c.nodes[0].kill9();
+    c.nodes[0].restart();
+    // The old run's connection lets go of the XA only now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    c.nodes[0].wait_synced(Duration::from_secs(60)).await;
+    let mut svc = harness::service_conn_at(c.nodes[0].data_dir()).await;
+    let left: Vec<(i64, i64, i64, Vec<u8>)> = svc.query("XA RECOVER").await.unwrap();
+    assert!(
+        left.is_empty(),
+        "the recorded XA is still prepared: {left:?}"
+    );
+    let v: Option<i32> = svc
+        .query_first("SELECT v FROM held.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(2), "the recorded XA was committed");
+}

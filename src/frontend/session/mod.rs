@@ -1102,11 +1102,13 @@ impl Session {
                         .await;
                 };
                 // A KILL QUERY that interrupted the target's pipelined XA START would let the
-                // client statement behind it run outside any XA: wait until that XA START has
-                // answered, and hold the target's next one back until the kill is done. (KILL
-                // CONNECTION needs no wait: the statements behind the one it kills never run.)
+                // client statement behind it run outside any XA, and one that interrupted its
+                // XA COMMIT at the seqno would make the node Inconsistent: wait until neither
+                // runs, and hold the next one back until the kill is done. (KILL CONNECTION
+                // needs no wait: the statements behind the one it kills never run, and a
+                // prepared XA survives its connection.)
                 let _gate = if query_only {
-                    match tokio::time::timeout(KILL_GATE_WAIT, target.xa_start_gate()).await {
+                    match tokio::time::timeout(KILL_GATE_WAIT, target.kill_gate()).await {
                         Ok(gate) => Some(gate),
                         Err(_) => {
                             tracing::warn!(

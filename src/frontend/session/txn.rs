@@ -508,7 +508,12 @@ impl Session {
     ) -> Result<(), End> {
         match request {
             XaRequest::Commit { done } => {
-                let result = match self.internal(&format!("XA COMMIT '{xid}'")).await? {
+                // Decided by the cluster: no KILL QUERY through the node may interrupt it.
+                let shared = self.shared.clone();
+                let gate = shared.kill_gate().await;
+                let committed = self.internal(&format!("XA COMMIT '{xid}'")).await?;
+                drop(gate);
+                let result = match committed {
                     Internal::Err(e) => Err(String::from_utf8_lossy(&e).into_owned()),
                     _ => {
                         xa.set_committed();
@@ -880,7 +885,7 @@ impl Session {
             after.push(query_packet(last));
         }
         let shared = self.shared.clone();
-        let gate = shared.xa_start_gate().await;
+        let gate = shared.kill_gate().await;
         self.send_all(head.iter().chain([request]).chain(after.iter()))
             .await?;
         let baseline_failed = if read_baseline {
