@@ -5,12 +5,6 @@ use certus::config::{LogFormat, RawNodeConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// mimalloc instead of glibc's malloc: under load glibc's allocator took about a tenth of the
-/// node's CPU (free-list consolidation of the packet and write-set buffers; docs/benchmarks.md,
-/// "Allocator").
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "certus",
