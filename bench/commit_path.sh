@@ -25,11 +25,7 @@ fi
 WORK=$(mktemp -d /tmp/certus-bench.XXXXXX)
 # shellcheck source=bench/lib.sh
 source "$REPO/bench/lib.sh"
-check_tools
-mkdir -p "$WORK/raw" "$WORK/logs"
-: >"$WORK/pids"
-: >"$WORK/manifest.tsv"
-stop_all_on_exit certus
+begin_run certus
 
 SB_COMMON=(--db-driver=mysql --mysql-user=$SB_USER --mysql-password=$SB_PASS --mysql-db=sbtest
   --tables=4 --table-size=10000 --auto_inc=off --rand-type=special --percentile=95

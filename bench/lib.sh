@@ -122,6 +122,16 @@ stop_all() {
 # the process $WAIT_PID (when set) has exited.
 # On exit: stops every process this run started; on success removes the named data dirs under
 # $WORK (unless BENCH_KEEP=1); on failure keeps everything and says where.
+# Readies $WORK for a run (its bookkeeping files) after checking the tools; on exit every
+# system named (data-dir names, as for stop_all_on_exit) is stopped.
+begin_run() { # data-dir names...
+  check_tools
+  mkdir -p "$WORK/raw" "$WORK/logs"
+  : >"$WORK/pids"
+  : >"$WORK/manifest.tsv"
+  stop_all_on_exit "$@"
+}
+
 stop_all_on_exit() { # data-dir names...
   BENCH_DATA_DIRS=("$@")
   trap _bench_exit EXIT

@@ -57,13 +57,8 @@ fi
 WORK=$(mktemp -d /tmp/certus-bench.XXXXXX)
 # shellcheck source=bench/lib.sh
 source "$REPO/bench/lib.sh"
-mkdir -p "$WORK/raw" "$WORK/logs"
-: >"$WORK/pids"
-: >"$WORK/manifest.tsv"
-
 # The data dirs are large; after a failure they stay, with every log, for diagnosis.
-stop_all_on_exit standalone galera certus
-check_tools
+begin_run standalone galera certus
 
 # --db-ps-mode=disable (sysbench then sends text queries) for every system: certus refuses
 # BEGIN/COMMIT as server-side prepared statements (error 1235), which oltp_read_write and
