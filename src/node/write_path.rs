@@ -183,6 +183,29 @@ impl Shared {
         }
     }
 
+    /// Makes the node Inconsistent (it stops serving) for a cause found outside the applier;
+    /// the first reason is kept.
+    fn mark_inconsistent(&self, reason: String) {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        self.inconsistent.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The applier could not go on: the node becomes Inconsistent for `reason`, which the
+    /// apply loop keeps in `failed` (every later write set's origin hears it); returns it.
+    fn apply_failed(&self, failed: &mut Option<String>, reason: String) -> String {
+        error!("{reason}; this node is now Inconsistent and stops serving");
+        self.inconsistent.send_replace(Some(reason.clone()));
+        *failed = Some(reason.clone());
+        reason
+    }
+
     fn notify(&self, xid: Option<&str>, outcome: Outcome) {
         let Some(xid) = xid else { return };
         let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(xid));
@@ -663,15 +686,7 @@ impl WritePath {
     /// Makes the node Inconsistent (it stops serving) for a cause found outside the applier:
     /// a session saw a write escape replication. The first reason is kept.
     pub(crate) fn mark_inconsistent(&self, reason: String) {
-        error!("{reason}; this node is now Inconsistent and stops serving");
-        self.shared.inconsistent.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.mark_inconsistent(reason);
     }
 
     /// Follows the Inconsistent state (so that it can be made durable).
@@ -1641,10 +1656,7 @@ async fn apply_loop(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    let reason = format!("state transfer failed: {e}");
-                    error!("{reason}; this node is now Inconsistent and stops serving");
-                    shared.inconsistent.send_replace(Some(reason.clone()));
-                    failed = Some(reason);
+                    shared.apply_failed(&mut failed, format!("state transfer failed: {e}"));
                 }
             }
             continue;
@@ -1756,13 +1768,10 @@ async fn commit_own_run(
     timer.stop(&shared.latency, Stage::Apply);
     let failure = match applied {
         Applied::Done => None,
-        Applied::Refused(e) => {
-            let reason = format!("committing this node's own XAs up to seqno {last} failed: {e}");
-            error!("{reason}; this node is now Inconsistent and stops serving");
-            shared.inconsistent.send_replace(Some(reason.clone()));
-            *failed = Some(reason.clone());
-            Some(reason)
-        }
+        Applied::Refused(e) => Some(shared.apply_failed(
+            failed,
+            format!("committing this node's own XAs up to seqno {last} failed: {e}"),
+        )),
     };
     shared.applied.send_replace(last);
     shared
@@ -1871,22 +1880,14 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
                     state,
                     message,
                 },
-                Err(e) => {
-                    let reason = format!("recording TOI seqno {seqno} failed: {e}");
-                    error!("{reason}; this node is now Inconsistent and stops serving");
-                    shared.inconsistent.send_replace(Some(reason.clone()));
-                    *failed = Some(reason.clone());
-                    Outcome::NodeFailed(reason)
-                }
+                Err(e) => Outcome::NodeFailed(
+                    shared.apply_failed(failed, format!("recording TOI seqno {seqno} failed: {e}")),
+                ),
             }
         }
-        (_, Applied::Refused(e)) => {
-            let reason = format!("applying seqno {seqno} failed: {e}");
-            error!("{reason}; this node is now Inconsistent and stops serving");
-            shared.inconsistent.send_replace(Some(reason.clone()));
-            *failed = Some(reason.clone());
-            Outcome::NodeFailed(reason)
-        }
+        (_, Applied::Refused(e)) => Outcome::NodeFailed(
+            shared.apply_failed(failed, format!("applying seqno {seqno} failed: {e}")),
+        ),
     };
     if let Work::Toi(_) = &item.work {
         match &outcome {
@@ -1926,17 +1927,7 @@ async fn report_progress(
                 && place.lock().is_ok_and(|p| p.synced && !p.removed),
         }
     };
-    let on_inconsistent = move |reason: String| {
-        error!("{reason}; this node is now Inconsistent and stops serving");
-        shared.inconsistent.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
-    };
+    let on_inconsistent = move |reason: String| shared.mark_inconsistent(reason);
     super::progress::run_reporter(progress, flow, gossip, local, on_inconsistent).await;
 }
 

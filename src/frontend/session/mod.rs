@@ -1113,7 +1113,7 @@ impl Session {
                         Err(_) => {
                             tracing::warn!(
                                 session = id,
-                                "KILL QUERY sent while the session's XA START may still run"
+                                "KILL QUERY sent while the session's XA START or XA COMMIT may still run"
                             );
                             None
                         }
@@ -1434,8 +1434,8 @@ mod tests {
 /// MariaDB's ER_LOCK_DEADLOCK: after it InnoDB has rolled back the whole transaction.
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
-/// How long a `KILL QUERY` waits for its target's in-flight `XA START` to answer (it normally
-/// does within one round trip).
+/// How long a `KILL QUERY` waits for its target's in-flight `XA START` or `XA COMMIT` to answer
+/// (it normally does within one round trip).
 const KILL_GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The `SET` statements a session ran successfully, to replay on a new backend connection.

@@ -750,8 +750,9 @@ impl Session {
         shape: Shape,
     ) -> Result<Attempt, End> {
         let xid = self.new_xid();
+        let [end, prepare] = end_and_prepare_sql(&xid);
         let opened = self
-            .open_around(&xid, request, &end_and_prepare_sql(&xid), LAST_GTID)
+            .open_around(&xid, request, &[&end, &prepare, LAST_GTID])
             .await?;
         let (packets, ok) = self.read_buffered(shape).await?;
         let started = StageTimer::start();
@@ -841,7 +842,7 @@ impl Session {
     pub(super) async fn open_with(&mut self, request: &Packet, write: bool) -> Result<(), End> {
         let seq = request.next_seq();
         let xid = self.new_xid();
-        let opened = self.open_around(&xid, request, &[], "").await?;
+        let opened = self.open_around(&xid, request, &[]).await?;
         if let Some(e) = opened.start_failed {
             // The statement ran in an ordinary transaction of its own: it goes.
             self.read_buffered(Shape::ResultSets).await?;
@@ -860,7 +861,7 @@ impl Session {
     }
 
     /// Writes `[SELECT @@last_gtid] (when the baseline is unknown), XA START, request, then
-    /// `tail` and `last`` in one go and reads the replies up to XA START's; the rest are the
+    /// `after` in one go and reads the replies up to XA START's; the rest are the
     /// caller's to read. Opens the session's transaction when XA START succeeded.
     ///
     /// XA START runs with `max_statement_time=0`, and a `KILL QUERY` through the node waits
@@ -870,8 +871,7 @@ impl Session {
         &mut self,
         xid: &str,
         request: &Packet,
-        tail: &[String],
-        last: &str,
+        after: &[&str],
     ) -> Result<Opened, End> {
         let last_seen = self.fe.write_path.last_applied();
         let read_baseline = self.last_gtid.is_none();
@@ -880,10 +880,7 @@ impl Session {
             head.push(query_packet(LAST_GTID));
         }
         head.push(query_packet(&xa_start_sql(xid)));
-        let mut after: Vec<Packet> = tail.iter().map(|s| query_packet(s)).collect();
-        if !last.is_empty() {
-            after.push(query_packet(last));
-        }
+        let after: Vec<Packet> = after.iter().map(|s| query_packet(s)).collect();
         let shared = self.shared.clone();
         let gate = shared.kill_gate().await;
         self.send_all(head.iter().chain([request]).chain(after.iter()))
