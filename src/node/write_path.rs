@@ -33,7 +33,7 @@ use crate::writeset::{
     self, Body, CellValue, Collation, ForeignKeyMeta, IndexColumn, IndexMeta, Key, RowChange,
     TableMeta, WriteSet,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -463,7 +463,7 @@ impl WritePath {
         let sink = progress.clone();
         repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
         let flow = Arc::new(flow);
-        resolve_orphaned_xa(&backend.pool, node, None).await?;
+        resolve_orphaned_xa(&backend.pool, node, None, None).await?;
         let svc_opts = backend
             .endpoint
             .opts(&backend.service.user, &backend.service.password);
@@ -515,6 +515,7 @@ impl WritePath {
             node,
             shared.clone(),
         ));
+        tokio::spawn(sweep_orphans(backend.pool.clone(), node, shared.clone()));
         let (tx, rx) = mpsc::unbounded_channel();
         let sst = super::sst::SstBackend::new(backend, repl_cfg.data_dir.clone());
         let fsm = Arc::new(Mutex::new(NodeFsm {
@@ -550,6 +551,7 @@ impl WritePath {
             registry,
             progress: progress.clone(),
             sst,
+            last_lock_probe: None,
         };
         let apply_task = tokio::spawn(apply_loop(rx, ctx, start_applied));
         let reported = shared.clone();
@@ -621,7 +623,8 @@ impl WritePath {
         tokio::spawn(async move {
             for wait in [Duration::from_millis(200), Duration::from_secs(2)] {
                 tokio::time::sleep(wait).await;
-                if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared)).await {
+                if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared), None).await
+                {
                     warn!("resolving a prepared XA its session left: {e}");
                 }
             }
@@ -724,16 +727,22 @@ impl WritePath {
                     return Err(());
                 }
             }
-            let target = self.shared.certified.borrow().1;
-            let mut applied = self.shared.applied.subscribe();
-            loop {
-                if *applied.borrow_and_update() >= target {
-                    return Ok(());
-                }
-                applied.changed().await.map_err(|_| ())?;
-            }
+            self.applied_certified().await
         };
         tokio::time::timeout(timeout, wait).await.map_err(|_| ())?
+    }
+
+    /// Waits until the backend has applied every write set this node has certified so far
+    /// (no cluster round trip: what this node knows of). Err(()) when the apply task is gone.
+    pub(crate) async fn applied_certified(&self) -> Result<(), ()> {
+        let target = self.shared.certified.borrow().1;
+        let mut applied = self.shared.applied.subscribe();
+        loop {
+            if *applied.borrow_and_update() >= target {
+                return Ok(());
+            }
+            applied.changed().await.map_err(|_| ())?;
+        }
     }
 
     /// Whether the binlog reader is streaming: without it no write can be captured.
@@ -964,10 +973,13 @@ impl WritePath {
 ///
 /// While the node runs, `prepared` (the sessions' registry) decides first: an XA the applier
 /// claimed for commit is committed, one a live session still holds is asked to roll back.
+///
+/// `only` limits it to the xids named (the sweep's orphans, which no session holds).
 async fn resolve_orphaned_xa(
     pool: &mysql_async::Pool,
     node: NodeId,
     prepared: Option<&super::prepared::PreparedRegistry>,
+    only: Option<&[String]>,
 ) -> Result<usize, String> {
     use mysql_async::prelude::Queryable;
     let mut conn = pool
@@ -981,17 +993,14 @@ async fn resolve_orphaned_xa(
     let gtrids = crate::apply::prepared_gtrids(&mut conn)
         .await
         .map_err(|e| format!("XA RECOVER: {e}"))?;
-    let prefix = format!("certus_{}_", node.0);
     let mut resolved = 0;
     for gtrid in gtrids {
-        if !gtrid.starts_with(prefix.as_bytes())
-            || !gtrid
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-        {
+        let Some(xid) = own_xid(&gtrid, node) else {
+            continue;
+        };
+        if only.is_some_and(|o| !o.contains(&xid)) {
             continue;
         }
-        let xid = String::from_utf8_lossy(&gtrid).into_owned();
         let registered = prepared.and_then(|r| r.get(&xid));
         let named = claimed
             .as_deref()
@@ -1041,6 +1050,16 @@ async fn resolve_orphaned_xa(
     Ok(resolved)
 }
 
+/// `gtrid` as an xid when it is one of this node's sessions' (`certus_<node>_<hex>`).
+fn own_xid(gtrid: &[u8], node: NodeId) -> Option<String> {
+    let prefix = format!("certus_{}_", node.0);
+    let own = gtrid.starts_with(prefix.as_bytes())
+        && gtrid
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+    own.then(|| String::from_utf8_lossy(gtrid).into_owned())
+}
+
 /// How often start-up retries an XA still attached to a connection of the node's previous
 /// run (every DETACH_POLL: 10 s).
 const ATTACHED_AT_START_ATTEMPTS: u32 = 500;
@@ -1055,9 +1074,54 @@ async fn watch_backend_restarts(
 ) {
     while health.changed().await.is_ok() {
         if *health.borrow_and_update() == crate::backend::Health::Up {
-            if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared)).await {
+            if let Err(e) = resolve_orphaned_xa(&pool, node, Some(&shared.prepared), None).await {
                 warn!("after a backend restart: {e}");
             }
+        }
+    }
+}
+
+/// How often the node looks for orphaned prepared XAs of its own.
+const ORPHAN_SWEEP: Duration = Duration::from_millis(200);
+
+/// Resolves this node's prepared XAs that no session holds and that stay prepared from one
+/// sweep to the next. A brute-force abort can kill a session's connection just after its
+/// pipelined `XA PREPARE` and before it registered the XA or submitted its write set: the XA
+/// survives without a connection, row locks and all. The applier's watchdog resolves such an
+/// orphan when the applier waits for it, but until something replicated needs its rows, local
+/// clients that do would wait out `innodb_lock_wait_timeout` (1205 after 50 s; seen in CI).
+///
+/// Found with `XA RECOVER`, not the `INNODB_TRX` tables: their cache refreshes only after
+/// 100 ms without a reader, and a second poller would starve the watchdog of fresh data.
+/// An XA seen unregistered once may be between its `XA PREPARE` and its registration (still
+/// attached: `XA ROLLBACK` from here answers 1397 and it is left alone); seen twice, 200 ms
+/// apart, it is an orphan. [`resolve_orphaned_xa`] decides as at start-up: committed if
+/// `certus.state` names it, rolled back otherwise, so the sweep loses nothing.
+async fn sweep_orphans(pool: mysql_async::Pool, node: NodeId, shared: Arc<Shared>) {
+    let mut suspects: HashSet<String> = HashSet::new();
+    loop {
+        tokio::time::sleep(ORPHAN_SWEEP).await;
+        let Ok(mut conn) = pool.get_conn().await else {
+            continue;
+        };
+        let Ok(gtrids) = crate::apply::prepared_gtrids(&mut conn).await else {
+            continue;
+        };
+        drop(conn);
+        let unregistered: HashSet<String> = gtrids
+            .iter()
+            .filter_map(|g| own_xid(g, node))
+            .filter(|xid| shared.prepared.get(xid).is_none())
+            .collect();
+        let stuck: Vec<String> = unregistered.intersection(&suspects).cloned().collect();
+        suspects = unregistered;
+        if stuck.is_empty() {
+            continue;
+        }
+        match resolve_orphaned_xa(&pool, node, Some(&shared.prepared), Some(&stuck)).await {
+            Ok(n) if n > 0 => info!(resolved = n, "resolved orphaned prepared XAs"),
+            Ok(_) => {}
+            Err(e) => warn!("orphaned prepared XAs: {e}"),
         }
     }
 }
@@ -1222,7 +1286,7 @@ async fn brute_force_abort(
     for thread in blockers {
         if thread == 0 {
             // A prepared XA without a connection: a session's, orphaned by a backend crash.
-            if let Err(e) = resolve_orphaned_xa(pool, node, Some(&shared.prepared)).await {
+            if let Err(e) = resolve_orphaned_xa(pool, node, Some(&shared.prepared), None).await {
                 warn!("the applier waits for an orphaned prepared XA: {e}");
             }
             continue;
@@ -1263,9 +1327,18 @@ async fn brute_force_abort(
 /// How often the applier looks for what blocks it while a statement waits.
 const WATCH: Duration = Duration::from_millis(25);
 
+/// The least time between two reads of `INNODB_LOCK_WAITS` by the watchdog. InnoDB refreshes
+/// the cache behind its `INNODB_TRX`, `INNODB_LOCKS` and `INNODB_LOCK_WAITS` tables only when
+/// nobody has read it for 100 ms: polled every 25 ms, the watchdog saw the state of its first
+/// read for as long as the wait lasted, and a lock wait that began less than 100 ms after an
+/// earlier probe was never seen at all (the applier stayed blocked behind an open client
+/// transaction until the client ended it). Measured on MariaDB 10.11: a poller every 25 ms
+/// saw none of 116 reads during a 1.3 s wait; every 150 ms, 9 of 20.
+const LOCK_PROBE_GAP: Duration = Duration::from_millis(120);
+
 /// After this many watch periods of waiting, every prepared XA of this node is rolled back,
 /// whatever its keys: what blocks the applier may be a lock no key names (a gap, a foreign
-/// key check), and `INNODB_TRX` does not reliably name the thread of a prepared XA.
+/// key check), and the watchdog's view of `INNODB_TRX` lags (see [`LOCK_PROBE_GAP`]).
 const RELEASE_ALL_AFTER: u32 = 4;
 
 /// While the applier waits: asks the sessions whose prepared XAs conflict with `keys` to roll
@@ -1311,6 +1384,8 @@ struct ApplyCtx {
     registry: Arc<Registry>,
     progress: Arc<super::progress::Progress>,
     sst: super::sst::SstBackend,
+    /// When the watchdog last read the lock tables (see [`LOCK_PROBE_GAP`]).
+    last_lock_probe: Option<tokio::time::Instant>,
 }
 
 /// How the apply of one write set ended.
@@ -1367,7 +1442,10 @@ impl ApplyCtx {
                 _ = tick.tick() => {
                     ticks += 1;
                     release_late_prepared(&self.shared, Some(keys), ticks);
-                    brute_force_abort(&self.pool, self.node, thread, &self.registry, &self.shared).await;
+                    if self.last_lock_probe.is_none_or(|at| at.elapsed() >= LOCK_PROBE_GAP) {
+                        self.last_lock_probe = Some(tokio::time::Instant::now());
+                        brute_force_abort(&self.pool, self.node, thread, &self.registry, &self.shared).await;
+                    }
                 }
             }
         }

@@ -107,9 +107,10 @@ async fn flow_control_pauses_writers_while_a_backend_is_stopped_and_releases_aft
             }
         }));
     }
-    // Node 3's queue passes fc_limit: it asks, and node 1's writers pause.
+    // Node 3's queue passes fc_limit: it asks, and the writers of nodes 1 and 2 pause (each
+    // node hears the request on its own; counting starts once both have).
     let engaged = TestNode::eventually(Duration::from_secs(20), || {
-        c.node(0).running().status().flow_control_active
+        (0..2).all(|i| c.node(i).running().status().flow_control_active)
     })
     .await;
     let during = acked.load(Ordering::Relaxed);

@@ -165,6 +165,48 @@ async fn backend_view(dir: &Path) -> Option<BackendView> {
     })
 }
 
+/// The rows of `rec.t` and `rec.c` where a backend differs from the first one (at most 20
+/// each way), for a test that found them diverged.
+async fn row_differences(dirs: &[PathBuf]) -> String {
+    type Rows = BTreeSet<(&'static str, i64, i64, i64)>;
+    let mut sets: Vec<Option<Rows>> = Vec::new();
+    for d in dirs {
+        let Ok(mut c) = harness::try_service_conn_at(d).await else {
+            sets.push(None);
+            continue;
+        };
+        let t: Vec<(i64, i64, i64)> = c
+            .query("SELECT id, w, v FROM rec.t")
+            .await
+            .unwrap_or_default();
+        let k: Vec<(i64, i64)> = c.query("SELECT w, n FROM rec.c").await.unwrap_or_default();
+        let _ = c.disconnect().await;
+        let rows: Rows = t
+            .into_iter()
+            .map(|(id, w, v)| ("t", id, w, v))
+            .chain(k.into_iter().map(|(w, n)| ("c", w, n, 0)))
+            .collect();
+        sets.push(Some(rows));
+    }
+    let mut out = String::new();
+    let Some(Some(base)) = sets.first() else {
+        return "backend 1 unreadable".into();
+    };
+    for (i, s) in sets.iter().enumerate().skip(1) {
+        let Some(s) = s else {
+            out.push_str(&format!("backend {}: unreadable\n", i + 1));
+            continue;
+        };
+        let only_here: Vec<_> = s.difference(base).take(20).collect();
+        let only_base: Vec<_> = base.difference(s).take(20).collect();
+        out.push_str(&format!(
+            "backend {}: rows not on backend 1: {only_here:?}; rows of backend 1 not here: {only_base:?}\n",
+            i + 1
+        ));
+    }
+    out
+}
+
 /// Waits until every backend has the same checksums and applied seqno; returns that view.
 async fn converged(dirs: &[PathBuf], within: Duration) -> BackendView {
     let deadline = Instant::now() + within;
@@ -178,10 +220,12 @@ async fn converged(dirs: &[PathBuf], within: Duration) -> BackendView {
                 return first.clone();
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "backends did not converge: {views:?}"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "backends did not converge: {views:?}\n{}",
+                row_differences(dirs).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -588,6 +588,58 @@ async fn brute_force_abort_frees_the_applier_and_the_victim_gets_1213() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_write_set_blocked_by_two_open_local_transactions_aborts_both() {
+    // The applier meets C's lock, the watchdog aborts C, and 25 ms later the same apply meets
+    // B's lock. InnoDB's lock tables are a cache that refreshes only after 100 ms without a
+    // reader: a watchdog polling every 25 ms saw C's wait for ever and never B's, and the
+    // applier stayed blocked until B's client ended its transaction.
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE b2",
+                "CREATE TABLE b2.t (id INT PRIMARY KEY, v INT)",
+                "INSERT INTO b2.t VALUES (1, 0), (2, 0)",
+            ],
+            "b2.t",
+        )
+        .await;
+    let mut holders = Vec::new();
+    for id in [1, 2] {
+        let mut h = c.node(1).admin().await;
+        h.query_drop("BEGIN").await.unwrap();
+        h.query_drop(format!("UPDATE b2.t SET v = 5 WHERE id = {id}"))
+            .await
+            .unwrap();
+        holders.push(h);
+    }
+    // One write set that needs row 2's lock, then row 1's.
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("UPDATE b2.t SET v = 7 WHERE id = 2")
+        .await
+        .unwrap();
+    a.query_drop("UPDATE b2.t SET v = 7 WHERE id = 1")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let applied = harness::wait_backend_count(
+        c.node(1),
+        "SELECT SUM(v) FROM b2.t",
+        Duration::from_secs(10),
+        |v| v == 14,
+    )
+    .await;
+    assert_eq!(applied, 14, "node 2's applier stayed blocked");
+    for mut h in holders {
+        let e = h.query_drop("SELECT 1").await.unwrap_err();
+        assert!(is_deadlock(&e), "{e:?}");
+    }
+    c.converged("b2.t").await;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autocommit_conflicts_are_retried_once_and_applied_exactly_once() {
     require_mariadb!();
     let c = TestCluster::start(3).await;
@@ -742,6 +794,111 @@ async fn prepared_xa_left_by_a_crash_is_rolled_back_at_start() {
         .unwrap();
     assert_eq!(v, Some(2));
     n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_prepared_xa_that_blocks_a_client_is_rolled_back() {
+    // What a brute-force abort leaves when its kill lands just after a pipelined XA PREPARE: a
+    // prepared XA of this node with no connection, holding a row lock, its write set never
+    // submitted. Nothing replicated needs the row, so the applier never meets it; a client that
+    // does must not wait out innodb_lock_wait_timeout (CI saw 1205 after 50 s).
+    require_mariadb!();
+    let n = harness::TestNode::start().await;
+    let mut a = n
+        .admin_with(&[
+            "CREATE DATABASE xo",
+            "CREATE TABLE xo.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO xo.t VALUES (1, 1)",
+        ])
+        .await;
+    leave_prepared(
+        &n,
+        "certus_1_0badc0de",
+        "UPDATE xo.t SET v = 99 WHERE id = 1",
+    )
+    .await;
+    a.query_drop("SET SESSION innodb_lock_wait_timeout = 20")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    a.query_drop("UPDATE xo.t SET v = v + 1 WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the client waited {:?} for the orphan's lock",
+        started.elapsed()
+    );
+    // The orphan was rolled back, not committed.
+    let v: Option<i32> = a
+        .query_first("SELECT v FROM xo.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(2));
+    let mut svc = n.service_conn().await;
+    let left: Vec<(i64, i64, i64, Vec<u8>)> = svc.query("XA RECOVER").await.unwrap();
+    assert!(left.is_empty(), "the orphan is still prepared: {left:?}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_brute_force_aborted_autocommit_statement_is_retried() {
+    // Galera retries an autocommit statement a replicated write set brute-force aborted, as it
+    // retries one that failed certification (wsrep_retry_autocommit).
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let mut a = c
+        .setup(
+            &[
+                "CREATE DATABASE br",
+                "CREATE TABLE br.t (id INT PRIMARY KEY, v INT)",
+                "INSERT INTO br.t VALUES (1, 0)",
+            ],
+            "br.t",
+        )
+        .await;
+    let mut b = c.node(1).admin().await;
+    let bf_aborts = |s: Option<(String, String)>| -> u64 {
+        s.and_then(|(_, v)| v.parse().ok())
+            .expect("wsrep_local_bf_aborts")
+    };
+    let before = bf_aborts(
+        b.query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
+            .await
+            .unwrap(),
+    );
+    // B's statement holds the row's lock for 2 s before it can commit.
+    let slow = tokio::spawn(async move {
+        let r = b
+            .query_drop("UPDATE br.t SET v = v + 1 WHERE id = 1 AND SLEEP(2) = 0")
+            .await;
+        (b, r)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A commits the same row first; applying it on B's node aborts B's statement.
+    a.query_drop("UPDATE br.t SET v = v + 10 WHERE id = 1")
+        .await
+        .unwrap();
+    let (mut b, r) = slow.await.unwrap();
+    r.expect("the aborted autocommit statement is retried");
+    let after = bf_aborts(
+        b.query_first("SHOW STATUS LIKE 'wsrep_local_bf_aborts'")
+            .await
+            .unwrap(),
+    );
+    assert!(
+        after > before,
+        "no brute-force abort happened: {before} -> {after}"
+    );
+    c.converged("br.t").await;
+    // Both increments, B's on top of A's: the retry ran after A's write set was applied.
+    for n in &c.nodes {
+        assert_eq!(
+            backend_count(n, "SELECT v FROM br.t WHERE id = 1").await,
+            11
+        );
+    }
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

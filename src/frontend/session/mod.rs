@@ -852,6 +852,17 @@ impl Session {
     /// The session's backend connection was killed by a brute-force abort: the client gets
     /// 1213 for the statement it sent, and the session continues on a new backend connection.
     async fn recover_from_bf_abort(&mut self, seq: u8, why: &str) -> Result<(), End> {
+        self.reconnect_after_bf_abort(why).await?;
+        self.client
+            .send(seq, &ClientError::Deadlock.to_packet())
+            .await
+            .map_err(|e| End::ClientGone(e.to_string()))
+    }
+
+    /// Replaces the backend connection a brute-force abort killed with a new one that has the
+    /// session's settings, autocommit mode and prepared statements; the open transaction is
+    /// gone.
+    async fn reconnect_after_bf_abort(&mut self, why: &str) -> Result<(), End> {
         debug!(
             session = self.id.0,
             "brute-force aborted ({why}); reconnecting to the backend"
@@ -880,10 +891,7 @@ impl Session {
         // SQL-level prepared statements died with the old connection.
         self.sql_prepared.clear();
         self.status.remove(StatusFlags::SERVER_STATUS_IN_TRANS);
-        self.client
-            .send(seq, &ClientError::Deadlock.to_packet())
-            .await
-            .map_err(|e| End::ClientGone(e.to_string()))
+        Ok(())
     }
 
     /// Replays the session's settings on a new backend connection, then the autocommit mode

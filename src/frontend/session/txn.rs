@@ -28,6 +28,10 @@ const LAST_GTID: &str = "SELECT @@last_gtid";
 
 /// `XA START`, immune to the session's `max_statement_time`: when pipelined with a client
 /// statement, a failed XA START would leave that statement outside any XA.
+/// How long an autocommit statement's retry after a brute-force abort waits for the applier
+/// to apply what it had certified (the write set that aborted it among them).
+const BF_RETRY_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn xa_start_sql(xid: &str) -> String {
     format!("SET STATEMENT max_statement_time=0 FOR XA START '{xid}'")
 }
@@ -724,10 +728,30 @@ impl Session {
     ) -> Result<(), End> {
         let mut retries = self.fe.settings.retry_autocommit;
         loop {
-            let attempt = if self.backend_in_transaction() {
-                self.autocommit_stepwise(request, shape).await?
+            let in_transaction = self.backend_in_transaction();
+            let attempt = if in_transaction {
+                self.autocommit_stepwise(request, shape).await
             } else {
-                self.autocommit_pipelined(request, shape).await?
+                self.autocommit_pipelined(request, shape).await
+            };
+            let attempt = match attempt {
+                // Brute-force aborted before its commit (nothing of it committed or was
+                // submitted): retried on a new backend connection like a certification
+                // conflict, as Galera retries a BF-aborted autocommit statement. Not inside a
+                // transaction the client opened: that is gone, and the client must hear so.
+                Err(End::BackendGone(why))
+                    if self.shared.is_victim() && retries > 0 && !in_transaction =>
+                {
+                    retries -= 1;
+                    self.reconnect_after_bf_abort(&why).await?;
+                    // The write set that aborted it is certified; once it is applied the
+                    // retry's snapshot includes it, and certification cannot refuse the retry
+                    // for a write it saw.
+                    let caught_up = self.fe.write_path.applied_certified();
+                    let _ = tokio::time::timeout(BF_RETRY_CATCH_UP, caught_up).await;
+                    continue;
+                }
+                attempt => attempt?,
             };
             match attempt {
                 Attempt::Reply(packets) => return self.send_buffered(packets).await,

@@ -114,6 +114,35 @@ pub async fn checksums(nodes: &[TestNode], table: &str) -> Vec<Option<i64>> {
     out
 }
 
+/// What each backend holds, for a test that found them diverged: the first 20 rows of `table`
+/// and `certus.state`.
+async fn divergence_report(nodes: &[TestNode], table: &str) -> String {
+    let mut out = String::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let Ok(mut conn) = try_service_conn_at(n.data_dir()).await else {
+            out.push_str(&format!("node {}: no connection\n", i + 1));
+            continue;
+        };
+        for sql in [
+            format!("SELECT * FROM {table} LIMIT 20"),
+            "SELECT * FROM certus.state".to_owned(),
+        ] {
+            let rows: Result<Vec<mysql_async::Row>, _> = conn.query(&sql).await;
+            let shown = match rows {
+                Ok(rows) => rows
+                    .into_iter()
+                    .map(|r| format!("{:?}", r.unwrap()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Err(e) => e.to_string(),
+            };
+            out.push_str(&format!("node {}: {sql}: {shown}\n", i + 1));
+        }
+        let _ = conn.disconnect().await;
+    }
+    out
+}
+
 /// Waits until every backend has the same checksum for `table`; returns it.
 pub async fn converged(nodes: &[TestNode], table: &str, within: Duration) -> i64 {
     let deadline = tokio::time::Instant::now() + within;
@@ -122,10 +151,12 @@ pub async fn converged(nodes: &[TestNode], table: &str, within: Duration) -> i64
         if sums.iter().all(|s| s.is_some() && *s == sums[0]) {
             return sums[0].unwrap_or(0);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{table} did not converge: {sums:?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{table} did not converge: {sums:?}\n{}",
+                divergence_report(nodes, table).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -197,6 +197,17 @@ impl ProcNode {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The node log's last 60 WARN and ERROR lines.
+    fn warnings_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("certus.log")).unwrap_or_default();
+        let lines: Vec<String> = log
+            .lines()
+            .map(strip_ansi)
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
     /// Admin connection options for this node's client port.
     pub fn opts(&self) -> mysql_async::Opts {
         admin_opts(self.client)
@@ -247,9 +258,31 @@ impl ProcNode {
     }
 }
 
+/// `line` without its terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Drop for ProcNode {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test's output then says what each node warned of (CI keeps no data dirs).
+        if std::thread::panicking() {
+            eprintln!("--- {} warnings ---\n{}", self.name(), self.warnings_tail());
+        }
         if let Some(pid) = self.backend_pid() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
