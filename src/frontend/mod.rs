@@ -55,7 +55,7 @@ pub(crate) struct SessionShared {
     /// would let the statement after it run outside any XA, unreplicated: `session::txn`), and
     /// around the `XA COMMIT` the applier asks for at the write set's seqno (an interrupted one
     /// would make the node Inconsistent).
-    kill_gate: tokio::sync::Mutex<()>,
+    kill_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 const ACTIVE: u8 = 0;
@@ -96,6 +96,11 @@ impl SessionShared {
     /// next one from being sent until the guard is dropped.
     pub(crate) async fn kill_gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.kill_gate.lock().await
+    }
+
+    /// [`SessionShared::kill_gate`] as a guard that owns its lock.
+    pub(crate) async fn kill_gate_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.kill_gate.clone().lock_owned().await
     }
 }
 
@@ -158,6 +163,17 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Every live session, by id.
+    pub(crate) fn all(&self) -> Vec<(SessionId, Arc<SessionShared>)> {
+        let mut all: Vec<_> = self
+            .sessions
+            .lock()
+            .map(|m| m.iter().map(|(id, s)| (*id, s.clone())).collect())
+            .unwrap_or_default();
+        all.sort_by_key(|(id, _)| *id);
+        all
     }
 }
 

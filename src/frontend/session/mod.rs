@@ -1143,11 +1143,21 @@ impl Session {
                 .await
                 .map(drop)
             }
-            // Query ids and user names mean the same on the backend.
+            // Query ids and user names mean the same on the backend. They name no session
+            // the node could wait for: a KILL QUERY waits on every other session's gate.
             Statement::Kill {
-                by_query_id: true, ..
+                query_only,
+                by_query_id: true,
+                ..
             }
-            | Statement::KillUser { .. } => self.relay(&packet, Shape::ResultSets).await.map(drop),
+            | Statement::KillUser { query_only, .. } => {
+                let _gates = if query_only {
+                    every_kill_gate(&self.fe.registry, self.id).await
+                } else {
+                    Vec::new()
+                };
+                self.relay(&packet, Shape::ResultSets).await.map(drop)
+            }
             _ => {
                 let e = ClientError::NotSupported(
                     "KILL with an id that is not a literal number through certus",
@@ -1441,6 +1451,33 @@ mod tests {
 
 /// MariaDB's ER_LOCK_DEADLOCK: after it InnoDB has rolled back the whole transaction.
 const ER_LOCK_DEADLOCK: u16 = 1213;
+
+/// The kill gates of every session but `me`, taken in session-id order (two such kills never
+/// wait for each other in a cycle), for a `KILL QUERY` whose target the node cannot tell.
+/// Bounded by [`KILL_GATE_WAIT`] in all.
+async fn every_kill_gate(
+    registry: &super::Registry,
+    me: SessionId,
+) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+    let deadline = tokio::time::Instant::now() + KILL_GATE_WAIT;
+    let mut gates = Vec::new();
+    for (id, target) in registry.all() {
+        if id == me {
+            continue;
+        }
+        match tokio::time::timeout_at(deadline, target.kill_gate_owned()).await {
+            Ok(gate) => gates.push(gate),
+            Err(_) => {
+                tracing::warn!(
+                    session = id.0,
+                    "KILL QUERY sent while a session's XA START or XA COMMIT may still run"
+                );
+                break;
+            }
+        }
+    }
+    gates
+}
 
 /// How long a `KILL QUERY` waits for its target's in-flight `XA START` or `XA COMMIT` to answer
 /// (it normally does within one round trip).

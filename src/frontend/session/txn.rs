@@ -28,6 +28,18 @@ const LAST_GTID: &str = "SELECT @@last_gtid";
 
 /// `XA START`, immune to the session's `max_statement_time`: when pipelined with a client
 /// statement, a failed XA START would leave that statement outside any XA.
+/// `ER_QUERY_INTERRUPTED`: what a statement a `KILL QUERY` stopped answers.
+const ER_QUERY_INTERRUPTED: u16 = 1317;
+
+/// How often the session sends an XA ROLLBACK that a `KILL QUERY` interrupted.
+const ROLLBACK_ATTEMPTS: usize = 5;
+
+/// Whether a `KILL QUERY` stopped the statement that gave `reply` (1317).
+fn interrupted(reply: &Internal) -> bool {
+    matches!(reply, Internal::Err(e)
+        if e.get(1..3).map(|c| u16::from_le_bytes([c[0], c[1]])) == Some(ER_QUERY_INTERRUPTED))
+}
+
 /// How long an autocommit statement's retry after a brute-force abort waits for the applier
 /// to apply what it had certified (the write set that aborted it among them).
 const BF_RETRY_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
@@ -353,7 +365,12 @@ impl Session {
     async fn end_and_roll_back(&mut self, xid: &str) -> Result<Internal, End> {
         let end = format!("XA END '{xid}'");
         let rollback = format!("XA ROLLBACK '{xid}'");
-        let [ended, _] = self.internal_pipelined([&end, &rollback]).await?;
+        let [ended, rolled_back] = self.internal_pipelined([&end, &rollback]).await?;
+        if interrupted(&ended) || interrupted(&rolled_back) {
+            // A KILL QUERY landed on one of them: the XA may still be open.
+            self.roll_back_prepared(xid).await?;
+            return Ok(Internal::Ok);
+        }
         Ok(ended)
     }
 
@@ -543,11 +560,29 @@ impl Session {
 
     /// `XA ROLLBACK` of the session's prepared XA. The next transaction reads its own baseline
     /// GTID (the rollback of a written XA writes a binlog group).
+    ///
+    /// `XA END` goes first in the same write: a `KILL QUERY` may have interrupted the XA END
+    /// before (1317), leaving the XA ACTIVE, which XA ROLLBACK alone refuses (1399); on an
+    /// IDLE or PREPARED XA it fails and changes nothing. One interrupted by a `KILL QUERY`
+    /// itself is sent again: an XA left behind would refuse the session's next XA START.
     async fn roll_back_prepared(&mut self, xid: &str) -> Result<(), End> {
         self.last_gtid = None;
-        if let Internal::Err(e) = self.internal(&format!("XA ROLLBACK '{xid}'")).await? {
-            tracing::warn!(%xid, "XA ROLLBACK refused: {}", String::from_utf8_lossy(&e));
+        let end = format!("XA END '{xid}'");
+        let rollback = format!("XA ROLLBACK '{xid}'");
+        for _ in 0..ROLLBACK_ATTEMPTS {
+            let [ended, rolled_back] = self.internal_pipelined([&end, &rollback]).await?;
+            if interrupted(&ended) || interrupted(&rolled_back) {
+                continue;
+            }
+            match rolled_back {
+                Internal::Err(e) => {
+                    tracing::warn!(%xid, "XA ROLLBACK refused: {}", String::from_utf8_lossy(&e));
+                    return Ok(());
+                }
+                Internal::Ok | Internal::Rows(_) => return Ok(()),
+            }
         }
+        tracing::warn!(%xid, "XA ROLLBACK interrupted {ROLLBACK_ATTEMPTS} times");
         Ok(())
     }
 
