@@ -200,9 +200,8 @@ impl ProcNode {
     /// The node log's last 60 WARN and ERROR lines.
     fn warnings_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("certus.log")).unwrap_or_default();
-        let lines: Vec<String> = log
+        let lines: Vec<&str> = log
             .lines()
-            .map(strip_ansi)
             .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
             .collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
@@ -256,24 +255,6 @@ impl ProcNode {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// `line` without its terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl Drop for ProcNode {
