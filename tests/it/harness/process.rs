@@ -267,6 +267,14 @@ impl Drop for ProcNode {
         if let Some(pid) = self.backend_pid() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
+        // CERTUS_KEEP_FAILED=1: a failing test leaves each node's data dir (backend, Raft log,
+        // certus.log) for diagnosis instead of deleting it.
+        if std::thread::panicking() && std::env::var_os("CERTUS_KEEP_FAILED").is_some() {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                eprintln!("--- {} data dir kept: {}", self.name(), kept.display());
+            }
+        }
     }
 }
 
