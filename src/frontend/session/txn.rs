@@ -26,8 +26,6 @@ use rand::Rng;
 /// PREPARE, nothing was written.
 const LAST_GTID: &str = "SELECT @@last_gtid";
 
-/// `XA START`, immune to the session's `max_statement_time`: when pipelined with a client
-/// statement, a failed XA START would leave that statement outside any XA.
 /// `ER_QUERY_INTERRUPTED`: what a statement a `KILL QUERY` stopped answers.
 const ER_QUERY_INTERRUPTED: u16 = 1317;
 
@@ -44,6 +42,8 @@ fn interrupted(reply: &Internal) -> bool {
 /// to apply what it had certified (the write set that aborted it among them).
 const BF_RETRY_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// `XA START`, immune to the session's `max_statement_time`: when pipelined with a client
+/// statement, a failed XA START would leave that statement outside any XA.
 fn xa_start_sql(xid: &str) -> String {
     format!("SET STATEMENT max_statement_time=0 FOR XA START '{xid}'")
 }
