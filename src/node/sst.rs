@@ -189,11 +189,13 @@ fn quote_ident(s: &str) -> String {
 }
 
 /// Writes a snapshot: waits until the backend has applied `header.seqno` (`applied` is the apply
-/// task's position), then the header, the dump and the accounts.
+/// task's position), then the header, the dump and the accounts. The dump runs holding `gate`
+/// (see `OwnCommitGate`), once no XA that `certus.state` records as committed is still prepared.
 pub(crate) async fn write_snapshot(
     out: tokio::fs::File,
     header: Header,
     mut applied: tokio::sync::watch::Receiver<Seqno>,
+    gate: super::write_path::OwnCommitGate,
     backend: SstBackend,
 ) -> Result<(), String> {
     let target = Seqno(header.seqno);
@@ -204,12 +206,56 @@ pub(crate) async fn write_snapshot(
     let mut w = BufWriter::with_capacity(1 << 20, out);
     let io = |e: std::io::Error| format!("writing the snapshot: {e}");
     w.write_all(&encode_header(&header)?).await.map_err(io)?;
+    let held = tokio::time::timeout(CATCH_UP_TIMEOUT, gate.write_owned())
+        .await
+        .map_err(|_| "the applier's own-XA commits did not pause for the dump".to_string())?;
+    recorded_xas_committed(&backend).await?;
     dump_schemas(&backend, &mut w).await?;
+    drop(held);
     let accounts = dump_accounts(&backend).await?;
     w.write_all(accounts.as_bytes()).await.map_err(io)?;
     w.flush().await.map_err(io)?;
     w.into_inner().sync_all().await.map_err(io)?;
     Ok(())
+}
+
+/// How long a dump waits for the XAs `certus.state` names to leave the prepared state.
+const RECORDED_XA_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until no XA that `certus.state.origin_xid` names is still prepared. Such an XA is a
+/// crash leftover (its commit was recorded, then the backend restarted before `XA COMMIT`) that
+/// the node commits when it resolves orphans; a dump taken before that would hold its seqno
+/// without its rows.
+async fn recorded_xas_committed(backend: &SstBackend) -> Result<(), String> {
+    use mysql_async::prelude::Queryable;
+    let err = |e: mysql_async::Error| format!("checking prepared XAs before the dump: {e}");
+    let mut conn = backend.pool.get_conn().await.map_err(err)?;
+    let deadline = tokio::time::Instant::now() + RECORDED_XA_WAIT;
+    loop {
+        let recorded: Option<String> = conn
+            .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
+            .await
+            .map_err(err)?;
+        let prepared = crate::apply::prepared_gtrids(&mut conn)
+            .await
+            .map_err(err)?;
+        let pending = recorded
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .find(|x| prepared.iter().any(|g| g.as_slice() == x.as_bytes()))
+            .map(str::to_owned);
+        let Some(xid) = pending else {
+            let _ = conn.disconnect().await;
+            return Ok(());
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{xid} is recorded as committed in certus.state but still prepared; no dump until it is committed"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `mariadb-dump` of every schema except `mysql`, in one consistent snapshot, streamed into `w`.

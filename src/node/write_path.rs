@@ -92,9 +92,27 @@ struct OwnCommit {
     xa: Arc<PreparedXa>,
 }
 
+/// Held (shared) by the applier from before it records a run of own XAs in `certus.state`
+/// until their `XA COMMIT`s are done, and (exclusive) by a state-transfer dump while it runs.
+/// Between those two commits the backend holds the run's seqno without its rows: a dump whose
+/// consistent snapshot opened there would give a joiner the seqno without the rows, and the
+/// joiner would skip those write sets for good. While a dump holds the gate, own write sets are
+/// replayed from the log like remote ones (data and seqno in one transaction).
+pub(crate) type OwnCommitGate = Arc<tokio::sync::RwLock<()>>;
+
+/// The applier's share of the [`OwnCommitGate`], or None while a dump holds or waits for it.
+fn own_commit_gate(shared: &Shared) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+    shared.own_commit_gate.clone().try_read_owned().ok()
+}
+
 /// Claims `item`'s XA for commit when it is a row write set whose origin session here still
-/// holds its XA prepared; None otherwise (replayed, or nothing to apply).
-fn claim_own(shared: &Shared, item: &ApplyItem) -> Option<OwnCommit> {
+/// holds its XA prepared; None otherwise (replayed, or nothing to apply). The caller holds the
+/// [`OwnCommitGate`] (`_gate`) until the commit is done.
+fn claim_own(
+    shared: &Shared,
+    item: &ApplyItem,
+    _gate: &tokio::sync::OwnedRwLockReadGuard<()>,
+) -> Option<OwnCommit> {
     let Work::Rows(_) = item.work else {
         return None;
     };
@@ -151,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) sst_loads: AtomicU64,
     /// The sessions' XA transactions prepared here and waiting for their seqno.
     pub(crate) prepared: super::prepared::PreparedRegistry,
+    /// Keeps state-transfer dumps out of the applier's own-XA commits (see the type).
+    pub(crate) own_commit_gate: OwnCommitGate,
     /// Every state-transfer state this node went through, in order (for status and tests).
     sst_history: Mutex<Vec<&'static str>>,
 }
@@ -243,9 +263,10 @@ impl Fsm for NodeFsm {
             });
         let applied = self.shared.applied.subscribe();
         let backend = self.sst.clone();
+        let gate = self.shared.own_commit_gate.clone();
         Box::pin(async move {
             let header = header.map_err(|e| format!("certification snapshot: {e}"))?;
-            super::sst::write_snapshot(out, header, applied, backend).await
+            super::sst::write_snapshot(out, header, applied, gate, backend).await
         })
     }
 
@@ -507,6 +528,7 @@ impl WritePath {
             sst_phase: std::sync::atomic::AtomicU8::new(SST_JOINING),
             sst_loads: AtomicU64::new(0),
             prepared: Default::default(),
+            own_commit_gate: Default::default(),
             sst_history: Mutex::new(vec!["Joining"]),
         });
         tokio::spawn(watch_backend_restarts(
@@ -1752,14 +1774,15 @@ async fn apply_loop(
         }
         // Write sets whose origin sessions hold their XAs here are committed by those sessions:
         // a run of them that is queued already commits together.
-        if let Some(own) = claim_own(&shared, &item) {
+        let gate = own_commit_gate(&shared);
+        if let Some((own, gate)) = gate.and_then(|g| Some((claim_own(&shared, &item, &g)?, g))) {
             let mut run = vec![item];
             let mut owns = vec![own];
             while owns.len() < OWN_RUN_MAX {
                 let Ok(next) = rx.try_recv() else { break };
                 let next = dequeued(&shared, next);
                 if next.seqno > skip_upto {
-                    if let Some(own) = claim_own(&shared, &next) {
+                    if let Some(own) = claim_own(&shared, &next, &gate) {
                         owns.push(own);
                         run.push(next);
                         continue;
@@ -1773,6 +1796,7 @@ async fn apply_loop(
                 break;
             }
             commit_own_run(&mut ctx, run, owns, &mut failed).await;
+            drop(gate);
             continue;
         }
         if !matches!(item.work, Work::Rows(_)) || shared.prepared.holds(item.origin_xid.as_deref())
@@ -1925,8 +1949,11 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
         shared.notify(xid, Outcome::NodeFailed(reason.clone()));
         return;
     }
-    if let Some(own) = claim_own(&shared, &item) {
-        return commit_own_run(ctx, vec![item], vec![own], failed).await;
+    let gate = own_commit_gate(&shared);
+    if let Some((own, gate)) = gate.and_then(|g| Some((claim_own(&shared, &item, &g)?, g))) {
+        commit_own_run(ctx, vec![item], vec![own], failed).await;
+        drop(gate);
+        return;
     }
     let seqno = item.seqno;
     let timer = StageTimer::start();

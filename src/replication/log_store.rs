@@ -130,6 +130,25 @@ impl Mem {
         self.dead_bytes += bytes;
     }
 
+    /// A node that led when it stopped comes back as a follower: its own committed vote is
+    /// read back as uncommitted. openraft 0.9 restores a node whose saved vote is its own
+    /// committed one as the leader of that same term at once, which is only sound if every
+    /// entry the leader ever sent is in its own log. Ours sends each new entry to followers
+    /// while its own write is still in flight (`eager.rs`), so a leader killed at that moment
+    /// can come back without an entry a follower holds, append a different entry at that
+    /// index in the same term, and the follower (whose entry has the same log id) keeps its
+    /// own: two nodes certify different write sets at one seqno (docs/jepsen.md, finding 6).
+    /// Uncommitted, the vote makes the node wait for an election, whose new term tells the two
+    /// entries apart; the follower's is then committed or truncated like any unacknowledged
+    /// entry.
+    fn restart_as_follower(&mut self, node_id: u64) {
+        if let Some(vote) = self.vote.as_mut() {
+            if vote.committed && vote.leader_id.node_id == node_id {
+                vote.committed = false;
+            }
+        }
+    }
+
     fn wants_compaction(&self) -> bool {
         self.dead_bytes > COMPACT_MIN_DEAD && self.dead_bytes > self.live_bytes
     }
@@ -264,6 +283,7 @@ impl LogStore {
             mem.replay(rec, bytes.len() as u64 + 12);
         }
         mem.check_contiguous()?;
+        mem.restart_as_follower(node_id);
         let recovered = Recovered {
             records: scanned.records.len(),
             dropped_tail: scanned.dropped_tail,
@@ -571,6 +591,44 @@ async fn append_single_voter(
         .map_err(|e| LogStoreError::Write(e.to_string()))
 }
 
+/// Fault injection for tests: removes the entries from `index` on from a stopped node's log
+/// (one fsynced truncation record), as if the node had never written them: what a leader
+/// killed while its own append was in flight comes back with.
+pub async fn truncate_log_from(
+    dir: &Path,
+    node_id: u64,
+    index: u64,
+) -> Result<LogSummary, LogStoreError> {
+    let (store, _, closed) = LogStore::open(dir, node_id, AppendWatch::default())?;
+    let write = |e: StorageError| LogStoreError::Write(e.to_string());
+    let framed = (|| {
+        let mem = store.mem().map_err(write)?;
+        let mut bytes = LogStore::framed(&Record::Truncate(index)).map_err(write)?;
+        // A node that never wrote an entry cannot have recorded it as committed.
+        if mem.committed.is_some_and(|c| c.index >= index) {
+            let kept = mem
+                .entries
+                .range(..index)
+                .next_back()
+                .map(|(_, e)| e.log_id);
+            bytes.extend(LogStore::framed(&Record::Committed(kept)).map_err(write)?);
+        }
+        Ok::<_, LogStoreError>(bytes)
+    })();
+    let written = match framed {
+        Ok(bytes) => store
+            .wal
+            .write_durable(bytes)
+            .await
+            .map_err(|e| LogStoreError::Write(e.to_string())),
+        Err(e) => Err(e),
+    };
+    drop(store);
+    closed.wait().await;
+    written?;
+    inspect_log(dir)
+}
+
 /// `certus bootstrap`: makes this node the only voter of its cluster, keeping its log. Appends a
 /// membership entry `{node_id: addr}` as the leader of a new term and votes for itself in that
 /// term, both fsynced. At the next start openraft takes the newest membership in the log, so the
@@ -666,6 +724,27 @@ mod tests {
             state.last_log_id.map(|l| (l.leader_id.term, l.index)),
             Some((3, 5))
         );
+    }
+
+    #[tokio::test]
+    async fn a_leader_reads_its_own_committed_vote_back_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut committed = Vote::new(4, 1);
+        committed.commit();
+        {
+            let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+            s.save_vote(&committed).await.unwrap();
+            drop(s);
+            closed.wait().await;
+        }
+        // Node 1 led term 4: it restarts as a candidate of that term, never as its leader.
+        let (mut s, _, closed) = LogStore::open(dir.path(), 1, AppendWatch::default()).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(4, 1)));
+        drop(s);
+        closed.wait().await;
+        // The same vote seen by a follower (node 2) stays committed: node 1 led, not node 2.
+        let (mut s, _, _) = LogStore::open(dir.path(), 2, AppendWatch::default()).unwrap();
+        assert_eq!(s.read_vote().await.unwrap(), Some(committed));
     }
 
     #[tokio::test]

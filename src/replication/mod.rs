@@ -55,7 +55,9 @@ use tokio::task::JoinHandle;
 use crate::ids::NodeId;
 
 pub use error::{ConfigError, FailureClass, ProposeError, ReadIndexError, StartError};
-pub use log_store::{inspect_log, reset_membership_to, LogStoreError, LogSummary};
+pub use log_store::{
+    inspect_log, reset_membership_to, truncate_log_from, LogStoreError, LogSummary,
+};
 pub use membership::{cluster_admin, AdminError, AdminOp, MembershipView};
 pub use peer_info::{ask_peers, AppliedSeqnoSource, PeerIdentity};
 pub use state_machine::{Fsm, SnapshotFileError, SnapshotJob};
