@@ -165,6 +165,19 @@ pub async fn prepared_gtrids(conn: &mut Conn) -> Result<Vec<Vec<u8>>, mysql_asyn
         .collect())
 }
 
+/// The xids `certus.state.origin_xid` records as claimed for commit: the last run of the node's
+/// own XAs, whose `XA COMMIT`s follow that record.
+pub async fn recorded_xids(conn: &mut Conn) -> Result<Vec<String>, mysql_async::Error> {
+    let recorded: Option<String> = conn
+        .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
+        .await?;
+    Ok(recorded
+        .unwrap_or_default()
+        .split_ascii_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// `BINLOG '<base64>'` for one event sequence. Base64's alphabet needs no escaping in a
 /// single-quoted literal.
 pub fn binlog_statement(events: &[u8]) -> String {

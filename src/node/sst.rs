@@ -227,24 +227,17 @@ const RECORDED_XA_WAIT: Duration = Duration::from_secs(10);
 /// the node commits when it resolves orphans; a dump taken before that would hold its seqno
 /// without its rows.
 async fn recorded_xas_committed(backend: &SstBackend) -> Result<(), String> {
-    use mysql_async::prelude::Queryable;
     let err = |e: mysql_async::Error| format!("checking prepared XAs before the dump: {e}");
     let mut conn = backend.pool.get_conn().await.map_err(err)?;
     let deadline = tokio::time::Instant::now() + RECORDED_XA_WAIT;
     loop {
-        let recorded: Option<String> = conn
-            .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
-            .await
-            .map_err(err)?;
+        let recorded = crate::apply::recorded_xids(&mut conn).await.map_err(err)?;
         let prepared = crate::apply::prepared_gtrids(&mut conn)
             .await
             .map_err(err)?;
         let pending = recorded
-            .as_deref()
-            .unwrap_or_default()
-            .split_ascii_whitespace()
-            .find(|x| prepared.iter().any(|g| g.as_slice() == x.as_bytes()))
-            .map(str::to_owned);
+            .into_iter()
+            .find(|x| prepared.iter().any(|g| g.as_slice() == x.as_bytes()));
         let Some(xid) = pending else {
             let _ = conn.disconnect().await;
             return Ok(());

@@ -100,19 +100,21 @@ struct OwnCommit {
 /// replayed from the log like remote ones (data and seqno in one transaction).
 pub(crate) type OwnCommitGate = Arc<tokio::sync::RwLock<()>>;
 
-/// The applier's share of the [`OwnCommitGate`], or None while a dump holds or waits for it.
-fn own_commit_gate(shared: &Shared) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
-    shared.own_commit_gate.clone().try_read_owned().ok()
+/// The applier's share of the [`OwnCommitGate`], held from a run's claim to its last commit.
+type OwnCommitShare = tokio::sync::OwnedRwLockReadGuard<()>;
+
+/// [`claim_own`] for the first write set of a run, with the applier's share of the
+/// [`OwnCommitGate`]; None also while a dump holds or waits for the gate (the write set is then
+/// replayed).
+fn claim_own_run(shared: &Shared, item: &ApplyItem) -> Option<(OwnCommit, OwnCommitShare)> {
+    let share = shared.own_commit_gate.clone().try_read_owned().ok()?;
+    Some((claim_own(shared, item, &share)?, share))
 }
 
 /// Claims `item`'s XA for commit when it is a row write set whose origin session here still
 /// holds its XA prepared; None otherwise (replayed, or nothing to apply). The caller holds the
-/// [`OwnCommitGate`] (`_gate`) until the commit is done.
-fn claim_own(
-    shared: &Shared,
-    item: &ApplyItem,
-    _gate: &tokio::sync::OwnedRwLockReadGuard<()>,
-) -> Option<OwnCommit> {
+/// [`OwnCommitGate`] (`_share`) until the commit is done.
+fn claim_own(shared: &Shared, item: &ApplyItem, _share: &OwnCommitShare) -> Option<OwnCommit> {
     let Work::Rows(_) = item.work else {
         return None;
     };
@@ -1008,8 +1010,7 @@ async fn resolve_orphaned_xa(
         .get_conn()
         .await
         .map_err(|e| format!("XA RECOVER: {e}"))?;
-    let claimed: Option<String> = conn
-        .query_first("SELECT origin_xid FROM certus.state WHERE id = 1")
+    let claimed = crate::apply::recorded_xids(&mut conn)
         .await
         .map_err(|e| format!("reading certus.state: {e}"))?;
     let gtrids = crate::apply::prepared_gtrids(&mut conn)
@@ -1024,10 +1025,8 @@ async fn resolve_orphaned_xa(
             continue;
         }
         let registered = prepared.and_then(|r| r.get(&xid));
-        let named = claimed
-            .as_deref()
-            .is_some_and(|c| c.split_ascii_whitespace().any(|x| x == xid));
-        let commit = named || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
+        let commit =
+            claimed.contains(&xid) || registered.as_ref().is_some_and(|xa| xa.commit_claimed());
         if !commit {
             if let Some(xa) = &registered {
                 if let super::prepared::Release::Asked(_) = super::prepared::ask_rollback(xa) {
@@ -1774,15 +1773,14 @@ async fn apply_loop(
         }
         // Write sets whose origin sessions hold their XAs here are committed by those sessions:
         // a run of them that is queued already commits together.
-        let gate = own_commit_gate(&shared);
-        if let Some((own, gate)) = gate.and_then(|g| Some((claim_own(&shared, &item, &g)?, g))) {
+        if let Some((own, share)) = claim_own_run(&shared, &item) {
             let mut run = vec![item];
             let mut owns = vec![own];
             while owns.len() < OWN_RUN_MAX {
                 let Ok(next) = rx.try_recv() else { break };
                 let next = dequeued(&shared, next);
                 if next.seqno > skip_upto {
-                    if let Some(own) = claim_own(&shared, &next, &gate) {
+                    if let Some(own) = claim_own(&shared, &next, &share) {
                         owns.push(own);
                         run.push(next);
                         continue;
@@ -1795,8 +1793,7 @@ async fn apply_loop(
                 carry = Some(next);
                 break;
             }
-            commit_own_run(&mut ctx, run, owns, &mut failed).await;
-            drop(gate);
+            commit_own_run(&mut ctx, run, owns, share, &mut failed).await;
             continue;
         }
         if !matches!(item.work, Work::Rows(_)) || shared.prepared.holds(item.origin_xid.as_deref())
@@ -1851,11 +1848,13 @@ const OWN_RUN_MAX: usize = 48;
 
 /// Commits a run of consecutive write sets that need no replay here: this node's own prepared
 /// XAs (`own`, claimed for commit) and aborted write sets. One `certus.state` record for the
-/// run, then every session's `XA COMMIT` at once.
+/// run, then every session's `XA COMMIT` at once, all while holding `_share` of the
+/// [`OwnCommitGate`] (released when this returns).
 async fn commit_own_run(
     ctx: &mut ApplyCtx,
     run: Vec<ApplyItem>,
     own: Vec<OwnCommit>,
+    _share: OwnCommitShare,
     failed: &mut Option<String>,
 ) {
     let Some((last, index)) = run.last().map(|i| (i.seqno, i.index)) else {
@@ -1949,11 +1948,8 @@ async fn apply_one(ctx: &mut ApplyCtx, item: ApplyItem, failed: &mut Option<Stri
         shared.notify(xid, Outcome::NodeFailed(reason.clone()));
         return;
     }
-    let gate = own_commit_gate(&shared);
-    if let Some((own, gate)) = gate.and_then(|g| Some((claim_own(&shared, &item, &g)?, g))) {
-        commit_own_run(ctx, vec![item], vec![own], failed).await;
-        drop(gate);
-        return;
+    if let Some((own, share)) = claim_own_run(&shared, &item) {
+        return commit_own_run(ctx, vec![item], vec![own], share, failed).await;
     }
     let seqno = item.seqno;
     let timer = StageTimer::start();

@@ -555,67 +555,25 @@ pub fn inspect_log(dir: &Path) -> Result<LogSummary, LogStoreError> {
     Ok(mem.summary(records.len(), (buf.len() - good) as u64))
 }
 
-async fn append_single_voter(
-    store: &LogStore,
-    node_id: u64,
-    addr: String,
-) -> Result<(), LogStoreError> {
-    let write = |e: StorageError| LogStoreError::Write(e.to_string());
-    let bytes = {
-        let mem = store.mem().map_err(write)?;
-        let last = mem.last_log_id().ok_or(LogStoreError::Empty)?;
-        let term = mem
-            .vote
-            .map_or(0, |v| v.leader_id.term)
-            .max(last.leader_id.term)
-            + 1;
-        let membership = openraft::Membership::new(
-            vec![[node_id].into()],
-            BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]),
-        );
-        let entry = Entry {
-            log_id: openraft::LogId::new(
-                openraft::CommittedLeaderId::new(term, node_id),
-                last.index + 1,
-            ),
-            payload: EntryPayload::Membership(membership),
-        };
-        let mut bytes = LogStore::framed(&Record::Entry(entry)).map_err(write)?;
-        bytes.extend(LogStore::framed(&Record::Vote(Vote::new(term, node_id))).map_err(write)?);
-        bytes
-    };
-    store
-        .wal
-        .write_durable(bytes)
-        .await
-        .map_err(|e| LogStoreError::Write(e.to_string()))
+/// A record framed for an offline write (`certus bootstrap`, fault injection).
+fn framed_offline(rec: &Record) -> Result<Vec<u8>, LogStoreError> {
+    LogStore::framed(rec).map_err(|e| LogStoreError::Write(e.to_string()))
 }
 
-/// Fault injection for tests: removes the entries from `index` on from a stopped node's log
-/// (one fsynced truncation record), as if the node had never written them: what a leader
-/// killed while its own append was in flight comes back with.
-pub async fn truncate_log_from(
+/// Appends the records `build` frames from the log's current state to a stopped node's log,
+/// fsynced, and reports the log as it then is. The log is closed (its lock released) on every
+/// path before reporting.
+async fn append_offline(
     dir: &Path,
     node_id: u64,
-    index: u64,
+    build: impl FnOnce(&Mem) -> Result<Vec<u8>, LogStoreError>,
 ) -> Result<LogSummary, LogStoreError> {
     let (store, _, closed) = LogStore::open(dir, node_id, AppendWatch::default())?;
-    let write = |e: StorageError| LogStoreError::Write(e.to_string());
-    let framed = (|| {
-        let mem = store.mem().map_err(write)?;
-        let mut bytes = LogStore::framed(&Record::Truncate(index)).map_err(write)?;
-        // A node that never wrote an entry cannot have recorded it as committed.
-        if mem.committed.is_some_and(|c| c.index >= index) {
-            let kept = mem
-                .entries
-                .range(..index)
-                .next_back()
-                .map(|(_, e)| e.log_id);
-            bytes.extend(LogStore::framed(&Record::Committed(kept)).map_err(write)?);
-        }
-        Ok::<_, LogStoreError>(bytes)
-    })();
-    let written = match framed {
+    let bytes = store
+        .mem()
+        .map_err(|e| LogStoreError::Write(e.to_string()))
+        .and_then(|mem| build(&mem));
+    let written = match bytes {
         Ok(bytes) => store
             .wal
             .write_durable(bytes)
@@ -629,6 +587,55 @@ pub async fn truncate_log_from(
     inspect_log(dir)
 }
 
+/// A membership entry `{node_id: addr}` as the leader of a new term, and this node's vote in
+/// that term.
+fn single_voter_records(mem: &Mem, node_id: u64, addr: String) -> Result<Vec<u8>, LogStoreError> {
+    let last = mem.last_log_id().ok_or(LogStoreError::Empty)?;
+    let term = mem
+        .vote
+        .map_or(0, |v| v.leader_id.term)
+        .max(last.leader_id.term)
+        + 1;
+    let membership = openraft::Membership::new(
+        vec![[node_id].into()],
+        BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]),
+    );
+    let entry = Entry {
+        log_id: openraft::LogId::new(
+            openraft::CommittedLeaderId::new(term, node_id),
+            last.index + 1,
+        ),
+        payload: EntryPayload::Membership(membership),
+    };
+    let mut bytes = framed_offline(&Record::Entry(entry))?;
+    bytes.extend(framed_offline(&Record::Vote(Vote::new(term, node_id)))?);
+    Ok(bytes)
+}
+
+/// Fault injection for tests: removes the entries from `index` on from a stopped node's log
+/// (one fsynced truncation record), as if the node had never written them: what a leader
+/// killed while its own append was in flight comes back with.
+pub async fn truncate_log_from(
+    dir: &Path,
+    node_id: u64,
+    index: u64,
+) -> Result<LogSummary, LogStoreError> {
+    append_offline(dir, node_id, |mem| {
+        let mut bytes = framed_offline(&Record::Truncate(index))?;
+        // A node that never wrote an entry cannot have recorded it as committed.
+        if mem.committed.is_some_and(|c| c.index >= index) {
+            let kept = mem
+                .entries
+                .range(..index)
+                .next_back()
+                .map(|(_, e)| e.log_id);
+            bytes.extend(framed_offline(&Record::Committed(kept))?);
+        }
+        Ok(bytes)
+    })
+    .await
+}
+
 /// `certus bootstrap`: makes this node the only voter of its cluster, keeping its log. Appends a
 /// membership entry `{node_id: addr}` as the leader of a new term and votes for itself in that
 /// term, both fsynced. At the next start openraft takes the newest membership in the log, so the
@@ -639,13 +646,7 @@ pub async fn reset_membership_to(
     node_id: u64,
     addr: String,
 ) -> Result<LogSummary, LogStoreError> {
-    let (store, _, closed) = LogStore::open(dir, node_id, AppendWatch::default())?;
-    let written = append_single_voter(&store, node_id, addr).await;
-    // Close the log (and release its lock) on every path before reporting.
-    drop(store);
-    closed.wait().await;
-    written?;
-    inspect_log(dir)
+    append_offline(dir, node_id, |mem| single_voter_records(mem, node_id, addr)).await
 }
 
 #[cfg(test)]
