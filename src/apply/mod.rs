@@ -10,6 +10,13 @@
 //!   [`crate::capture::APPLIER_GTID_DOMAIN`]), so every transaction it commits is binlogged in
 //!   that domain and every node's capture reader skips it. Client transactions stay in the
 //!   server's default domain 0. Only BINLOG REPLAY (or SUPER) is needed for this.
+//! * **Binlogging** ([`Tagging::binlogged`], the node's `log_replica_updates`). Off (the
+//!   default, as Galera's `log_slave_updates`), the session also runs `SET SESSION sql_log_bin
+//!   = 0` (BINLOG ADMIN, which the service account holds): replayed write sets, TOI and the
+//!   applied-seqno records stay out of the backend's binlog, which then holds this node's own
+//!   client transactions only, and the server neither writes nor streams them. The one
+//!   exception is `XA COMMIT` of a detached XA ([`Applier::xa_commit`]): its `XA PREPARE` is in
+//!   the binlog, so its end goes there too.
 //! * **Write sets.** `BEGIN`; the Format_description event as `BINLOG` once per connection; one
 //!   `BINLOG '<base64>'` per source statement (smaller Annotate_rows copies on this node's
 //!   binlog than one big BINLOG, spike §2 f); `UPDATE certus.state SET applied_seqno = S`;
@@ -97,11 +104,20 @@ pub struct TOIContext {
     pub time_zone: String,
 }
 
+/// How the applier's transactions appear in the backend's binlog (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tagging {
+    /// The `gtid_domain_id` every applier transaction is binlogged in.
+    pub domain: u32,
+    /// Whether they are binlogged at all (`log_replica_updates`).
+    pub binlogged: bool,
+}
+
 /// One applier connection.
 pub struct Applier {
     conn: Conn,
     opts: Opts,
-    domain: u32,
+    tagging: Tagging,
     fd: Arc<[u8]>,
     fd_sent: bool,
     current_db: Option<String>,
@@ -200,9 +216,13 @@ fn quote_ident(s: &str) -> String {
 }
 
 impl Applier {
-    /// Connects, tags the session with `domain` and reads the session defaults. `fd` is the
-    /// Format_description event from [`crate::capture::Capture::format_description`].
-    pub async fn connect(opts: Opts, domain: u32, fd: Arc<[u8]>) -> Result<Applier, ApplyError> {
+    /// Connects, tags the session as `tagging` says and reads the session defaults. `fd` is
+    /// the Format_description event from [`crate::capture::Capture::format_description`].
+    pub async fn connect(
+        opts: Opts,
+        tagging: Tagging,
+        fd: Arc<[u8]>,
+    ) -> Result<Applier, ApplyError> {
         // No schema at connect: TOI selects its own, and "none" must be reachable again.
         let opts: Opts = mysql_async::OptsBuilder::from_opts(opts)
             .db_name(None::<String>)
@@ -213,7 +233,7 @@ impl Applier {
         let mut applier = Applier {
             conn,
             opts,
-            domain,
+            tagging,
             fd,
             fd_sent: false,
             current_db: None,
@@ -257,8 +277,13 @@ impl Applier {
     }
 
     async fn setup_session(&mut self) -> Result<(), ApplyError> {
-        let sql = format!("SET SESSION gtid_domain_id = {}", self.domain);
-        self.run(&sql, "tagging the session").await
+        let sql = format!("SET SESSION gtid_domain_id = {}", self.tagging.domain);
+        self.run(&sql, "tagging the session").await?;
+        if !self.tagging.binlogged {
+            self.run("SET SESSION sql_log_bin = 0", "tagging the session")
+                .await?;
+        }
+        Ok(())
     }
 
     async fn run(&mut self, sql: &str, during: &'static str) -> Result<(), ApplyError> {
@@ -442,9 +467,19 @@ impl Applier {
 
     /// `XA COMMIT` of a prepared XA from the applier's connection: only possible once no
     /// session owns it (1397 XAER_NOTA while one does).
+    ///
+    /// Binlogged even when the applier's own transactions are not: the session that prepared
+    /// the XA logged its `XA PREPARE`, and a prepared XA whose end never reaches the binlog would
+    /// stay open there for every reader of it.
     pub async fn xa_commit(&mut self, xid: &str) -> Result<(), ApplyError> {
-        self.run(&format!("XA COMMIT {}", quote(xid)), "XA COMMIT")
-            .await
+        let commit = format!("XA COMMIT {}", quote(xid));
+        if self.tagging.binlogged {
+            return self.run(&commit, "XA COMMIT").await;
+        }
+        self.run("SET SESSION sql_log_bin = 1", "XA COMMIT").await?;
+        let committed = self.run(&commit, "XA COMMIT").await;
+        let restored = self.run("SET SESSION sql_log_bin = 0", "XA COMMIT").await;
+        committed.and(restored)
     }
 
     /// Records `seqno` as applied without applying anything: a TOI that every backend refuses

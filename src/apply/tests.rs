@@ -12,6 +12,12 @@ use std::time::Duration;
 
 const TAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The applier as `log_replica_updates = true` runs it: binlogged, in its own domain.
+const LOGGED: Tagging = Tagging {
+    domain: APPLIER_GTID_DOMAIN,
+    binlogged: true,
+};
+
 fn reader_config(server: &Server) -> CaptureConfig {
     let mut cfg = CaptureConfig::new(server.opts(), 1000 + server.server_id);
     cfg.heartbeat = Duration::from_millis(500);
@@ -285,13 +291,14 @@ async fn replayed_groups_match_a_plain_reference_and_leave_the_origin_unchanged(
     let Some(c) = Server::start(3) else { return };
     let capture = Capture::start(reader_config(&a)).await.unwrap();
     let (mut ca, mut cb, mut cc) = (a.conn().await, b.conn().await, c.conn().await);
-    let mut applier = Applier::connect(
-        b.opts(),
-        APPLIER_GTID_DOMAIN,
-        capture.format_description().unwrap(),
-    )
-    .await
-    .unwrap();
+    // The default applier: unlogged (`log_replica_updates = false`).
+    let unlogged = Tagging {
+        binlogged: false,
+        ..LOGGED
+    };
+    let mut applier = Applier::connect(b.opts(), unlogged, capture.format_description().unwrap())
+        .await
+        .unwrap();
 
     let mut seqno = 0;
     for case in CASES {
@@ -413,13 +420,9 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     let group = capture_xa(&mut ca, &capture_a, &["UPDATE t SET v = 10 WHERE id = 1"])
         .await
         .unwrap();
-    let mut applier = Applier::connect(
-        b.opts(),
-        APPLIER_GTID_DOMAIN,
-        capture_a.format_description().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut applier = Applier::connect(b.opts(), LOGGED, capture_a.format_description().unwrap())
+        .await
+        .unwrap();
     let stats_before = capture_b.stats();
     applier.apply(Seqno(1), &statements(&group)).await.unwrap();
     assert_eq!(applier.applied_seqno().await.unwrap(), Seqno(1));
@@ -493,13 +496,9 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     applier.disconnect().await;
 
     // TOI: runs alone with the origin's context, then records its seqno; also not captured.
-    let mut applier = Applier::connect(
-        b.opts(),
-        APPLIER_GTID_DOMAIN,
-        capture_a.format_description().unwrap(),
-    )
-    .await
-    .unwrap();
+    let mut applier = Applier::connect(b.opts(), LOGGED, capture_a.format_description().unwrap())
+        .await
+        .unwrap();
     let ctx = TOIContext {
         db: Some("s".into()),
         sql_mode: "ANSI_QUOTES".into(),
@@ -575,6 +574,126 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     capture_b.shutdown().await;
 }
 
+async fn binlog_pos(conn: &mut Conn) -> String {
+    let v: Option<String> = conn
+        .query_first("SELECT @@global.gtid_binlog_pos")
+        .await
+        .unwrap();
+    v.unwrap_or_default()
+}
+
+/// `log_replica_updates = false` (the default): write sets, TOI and seqno records reach B's
+/// data but not its binlog; a detached XA's `XA COMMIT` still does, since its `XA PREPARE` is
+/// there, and the session is unlogged again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlogged_applier_leaves_the_binlog_to_client_transactions() {
+    let Some(a) = Server::start(41) else { return };
+    let Some(b) = Server::start(42) else { return };
+    let capture_a = Capture::start(reader_config(&a)).await.unwrap();
+    let (mut ca, mut cb) = (a.conn().await, b.conn().await);
+    run_on_both(
+        &mut ca,
+        &mut cb,
+        &[
+            "CREATE DATABASE s",
+            "USE s",
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO t VALUES (1, 1)",
+        ],
+    )
+    .await;
+    let unlogged = Tagging {
+        binlogged: false,
+        ..LOGGED
+    };
+    let mut applier = Applier::connect(b.opts(), unlogged, capture_a.format_description().unwrap())
+        .await
+        .unwrap();
+    let before = binlog_pos(&mut cb).await;
+    let group = capture_xa(&mut ca, &capture_a, &["UPDATE t SET v = 10 WHERE id = 1"])
+        .await
+        .unwrap();
+    applier.apply(Seqno(1), &statements(&group)).await.unwrap();
+    let ctx = TOIContext {
+        db: Some("s".into()),
+        sql_mode: String::new(),
+        character_set_client: "utf8mb4".into(),
+        collation_connection: "utf8mb4_general_ci".into(),
+        character_set_results: Some("utf8mb4".into()),
+        foreign_key_checks: true,
+        time_zone: "SYSTEM".into(),
+    };
+    applier
+        .apply_toi(Seqno(2), &ctx, "CREATE TABLE u (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(applied(&mut cb).await, 2);
+    let v: Option<i32> = cb
+        .query_first("SELECT v FROM s.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v, Some(10), "the write set reached B's data");
+    let made: Option<String> = cb
+        .query_first("SELECT table_name FROM information_schema.tables WHERE table_schema = 's' AND table_name = 'u'")
+        .await
+        .unwrap();
+    assert!(made.is_some(), "the TOI ran on B");
+    assert_eq!(
+        binlog_pos(&mut cb).await,
+        before,
+        "nothing reached B's binlog"
+    );
+
+    // A client XA prepared on B (binlogged there), whose session went away.
+    let mut client = b.conn().await;
+    for sql in [
+        "XA START 'detached-1'",
+        "UPDATE s.t SET v = 11 WHERE id = 1",
+        "XA END 'detached-1'",
+        "XA PREPARE 'detached-1'",
+    ] {
+        client.query_drop(sql).await.unwrap();
+    }
+    client.disconnect().await.unwrap();
+    let prepared = binlog_pos(&mut cb).await;
+    assert_ne!(prepared, before, "the client's XA PREPARE is binlogged");
+    let mut committed = false;
+    for _ in 0..50 {
+        match applier.xa_commit("detached-1").await {
+            Ok(()) => {
+                committed = true;
+                break;
+            }
+            // Still attached while the server tears the session down.
+            Err(e) if e.code() == Some(1397) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("XA COMMIT: {e}"),
+        }
+    }
+    assert!(committed, "the detached XA never became committable");
+    let after_commit = binlog_pos(&mut cb).await;
+    assert!(
+        after_commit.contains(&format!("{APPLIER_GTID_DOMAIN}-42-")),
+        "the XA COMMIT is binlogged, in the applier's domain: {after_commit}"
+    );
+    let log_bin: Option<i64> = applier
+        .conn
+        .query_first("SELECT @@session.sql_log_bin")
+        .await
+        .unwrap();
+    assert_eq!(log_bin, Some(0), "the applier is unlogged again");
+    let group = capture_xa(&mut ca, &capture_a, &["INSERT INTO t VALUES (2, 2)"])
+        .await
+        .unwrap();
+    applier.apply(Seqno(3), &statements(&group)).await.unwrap();
+    assert_eq!(applied(&mut cb).await, 3);
+    assert_eq!(binlog_pos(&mut cb).await, after_commit);
+
+    applier.disconnect().await;
+    capture_a.shutdown().await;
+}
+
 /// Measured: the checksum algorithm in the replayed FD decides whether the server expects a
 /// CRC at the end of each event. Our events carry none, so an FD claiming CRC32 must not be
 /// used: the server then cuts 4 bytes off every event and the replay fails.
@@ -605,7 +724,7 @@ async fn checksum_handling_fd_must_declare_no_checksum() {
     );
     let mut crc32_fd = fd.to_vec();
     crc32_fd[alg_at] = 1;
-    let mut wrong = Applier::connect(b.opts(), APPLIER_GTID_DOMAIN, crc32_fd.into())
+    let mut wrong = Applier::connect(b.opts(), LOGGED, crc32_fd.into())
         .await
         .unwrap();
     let err = wrong
@@ -619,9 +738,7 @@ async fn checksum_handling_fd_must_declare_no_checksum() {
         Some(0),
         "nothing applied with the mismatched FD"
     );
-    let mut right = Applier::connect(b.opts(), APPLIER_GTID_DOMAIN, fd)
-        .await
-        .unwrap();
+    let mut right = Applier::connect(b.opts(), LOGGED, fd).await.unwrap();
     right.apply(Seqno(1), &statements(&group)).await.unwrap();
     let v: Option<String> = cb
         .query_first("SELECT v FROM t WHERE id = 1")

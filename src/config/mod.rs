@@ -125,6 +125,11 @@ pub struct RawNodeConfig {
     /// gcs.fc_factor; 0.0 to 1.0, default 0.8).
     #[arg(long, env = "CERTUS_FC_FACTOR")]
     pub fc_factor: Option<f64>,
+    /// Write the write sets this node replays, its TOI and its applied-seqno records to the
+    /// backend's binlog too (MariaDB's log_slave_updates; default false, as Galera). Off, the
+    /// backend's binlog holds this node's own client transactions only.
+    #[arg(long, env = "CERTUS_LOG_REPLICA_UPDATES")]
+    pub log_replica_updates: Option<bool>,
     /// Strict mode (like pxc_strict_mode): enforcing, on (default) or permissive.
     #[arg(long, env = "CERTUS_STRICT_MODE")]
     pub strict_mode: Option<StrictMode>,
@@ -233,7 +238,7 @@ impl RawNodeConfig {
             peer_listen, members, join, cluster_secret, peer_source_ip, http_listen,
             available_when_donor, available_when_readonly, maintenance_file, max_apply_lag,
             sync_wait, causal_read_timeout, fc_limit, fc_factor, strict_mode,
-            snapshot_logs, log_keep_margin,
+            log_replica_updates, snapshot_logs, log_keep_margin,
             net_read_timeout, backend_mode, backend_socket, backend_address, backend_user,
             backend_password, backend_port, mariadbd, install_db, backend_options);
     }
@@ -404,6 +409,7 @@ impl RawNodeConfig {
                 .unwrap_or(crate::node::flow_control::DEFAULT_FC_LIMIT),
             fc_factor,
             strict_mode: self.strict_mode.unwrap_or_default(),
+            log_replica_updates: self.log_replica_updates.unwrap_or(false),
             snapshot_logs: self.snapshot_logs.unwrap_or(50_000),
             log_keep_margin: self.log_keep_margin.unwrap_or(1000),
             sync_wait: self.sync_wait.unwrap_or(0),
@@ -476,6 +482,8 @@ pub struct NodeConfig {
     pub fc_limit: u64,
     pub fc_factor: f64,
     pub strict_mode: StrictMode,
+    /// Binlog what the applier commits (module docs of `crate::apply`).
+    pub log_replica_updates: bool,
     /// Log entries between Raft snapshots (state-transfer dumps); 0: never on its own.
     pub snapshot_logs: u64,
     /// Log entries kept below the purge bound.

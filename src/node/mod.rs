@@ -204,6 +204,7 @@ impl Node {
         );
         repl_cfg.peer_source_ip = config.peer_source_ip;
         repl_cfg.join = config.join;
+        repl_cfg.running_cluster = preflight.primary_members.first().copied();
         repl_cfg.cluster_uuid = cluster_uuid.hyphenated().to_string();
         repl_cfg.snapshot_policy = match config.snapshot_logs {
             0 => crate::replication::SnapshotPolicy::Never,
@@ -217,17 +218,23 @@ impl Node {
             &backend,
             registry.clone(),
             flow_control::FlowControl::new(config.fc_limit, config.fc_factor),
-            inconsistent_before.map(|reason| {
-                tracing::error!(
-                    "this node was Inconsistent before it stopped ({reason}); it refuses \
-                     clients until an operator repairs its backend and removes the marker {}",
-                    config
-                        .data_dir
-                        .join(crate::recovery::INCONSISTENT_FILE)
-                        .display()
-                );
-                format!("Inconsistent since before the restart: {reason}")
-            }),
+            write_path::ApplierStart {
+                inconsistent: inconsistent_before.map(|reason| {
+                    tracing::error!(
+                        "this node was Inconsistent before it stopped ({reason}); it refuses \
+                         clients until an operator repairs its backend and removes the marker {}",
+                        config
+                            .data_dir
+                            .join(crate::recovery::INCONSISTENT_FILE)
+                            .display()
+                    );
+                    format!("Inconsistent since before the restart: {reason}")
+                }),
+                tagging: crate::apply::Tagging {
+                    domain: crate::capture::APPLIER_GTID_DOMAIN,
+                    binlogged: config.log_replica_updates,
+                },
+            },
         )
         .await
         {

@@ -134,6 +134,16 @@ pub(crate) const SST_JOINING: u8 = 1;
 pub(crate) const SST_LOADING: u8 = 2;
 pub(crate) const SST_JOINED: u8 = 3;
 
+fn record_phase(history: Option<&mut Vec<&'static str>>, old: u8, new: u8) {
+    let (old, new) = (phase_name(old), phase_name(new));
+    if old != new {
+        info!(state = new, "joiner state");
+        if let Some(h) = history {
+            h.push(new);
+        }
+    }
+}
+
 fn phase_name(phase: u8) -> &'static str {
     match phase {
         SST_JOINING | SST_LOADING => "Joining",
@@ -178,30 +188,24 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The phase changes under the history's lock, so whoever sees the new phase (a node that
+    /// turned Synced serves clients) and then reads the history finds the change in it.
     fn set_sst_phase(&self, phase: u8) {
+        let mut history = self.sst_history.lock().ok();
         let old = self.sst_phase.swap(phase, Ordering::SeqCst);
-        self.record_phase(old, phase);
+        record_phase(history.as_deref_mut(), old, phase);
     }
 
     /// Moves from `from` to `to` only if the phase is still `from` (the apply task may have
     /// started a load meanwhile).
     fn advance_sst_phase(&self, from: u8, to: u8) {
+        let mut history = self.sst_history.lock().ok();
         if self
             .sst_phase
             .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            self.record_phase(from, to);
-        }
-    }
-
-    fn record_phase(&self, old: u8, new: u8) {
-        let (old, new) = (phase_name(old), phase_name(new));
-        if old != new {
-            info!(state = new, "joiner state");
-            if let Ok(mut h) = self.sst_history.lock() {
-                h.push(new);
-            }
+            record_phase(history.as_deref_mut(), from, to);
         }
     }
 
@@ -462,6 +466,15 @@ async fn sample_membership(
     }
 }
 
+/// What the applier starts with besides its connection.
+pub(crate) struct ApplierStart {
+    /// Why this node was Inconsistent before it stopped (`recovery`'s marker), if it was: it
+    /// stays so and applies nothing.
+    pub(crate) inconsistent: Option<String>,
+    /// How its transactions appear in the backend's binlog (`log_replica_updates`).
+    pub(crate) tagging: crate::apply::Tagging,
+}
+
 /// How often the Primary flag is sampled from Raft's metrics (well under one election timeout).
 const PRIMARY_SAMPLE: Duration = Duration::from_millis(100);
 
@@ -480,8 +493,12 @@ impl WritePath {
         backend: &crate::backend::Backend,
         registry: Arc<Registry>,
         flow: super::flow_control::FlowControl,
-        inconsistent_at_start: Option<String>,
+        applier_start: ApplierStart,
     ) -> Result<WritePath, String> {
+        let ApplierStart {
+            inconsistent: inconsistent_at_start,
+            tagging,
+        } = applier_start;
         let progress = Arc::new(super::progress::Progress::new(node, repl_cfg.members.len()));
         let sink = progress.clone();
         repl_cfg.gossip_sink = Some(Arc::new(move |from, bytes| sink.receive(from, bytes)));
@@ -500,13 +517,9 @@ impl WritePath {
         let fd = capture
             .format_description()
             .map_err(|e| format!("binlog capture: {e}"))?;
-        let mut applier = Applier::connect(
-            svc_opts.clone(),
-            crate::capture::APPLIER_GTID_DOMAIN,
-            fd.clone(),
-        )
-        .await
-        .map_err(|e| format!("applier: {e}"))?;
+        let mut applier = Applier::connect(svc_opts.clone(), tagging, fd.clone())
+            .await
+            .map_err(|e| format!("applier: {e}"))?;
         let start_applied = applier
             .applied_seqno()
             .await
@@ -568,6 +581,7 @@ impl WritePath {
             node,
             applier,
             opts: svc_opts,
+            tagging,
             fd,
             shared: shared.clone(),
             catalog: catalog.clone(),
@@ -1398,6 +1412,7 @@ struct ApplyCtx {
     applier: Applier,
     /// To reconnect the applier after the backend restarts.
     opts: mysql_async::Opts,
+    tagging: crate::apply::Tagging,
     fd: Arc<[u8]>,
     shared: Arc<Shared>,
     catalog: Catalog,
@@ -1571,13 +1586,7 @@ impl ApplyCtx {
     async fn reconnect(&mut self, seqno: Seqno) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match Applier::connect(
-                self.opts.clone(),
-                crate::capture::APPLIER_GTID_DOMAIN,
-                self.fd.clone(),
-            )
-            .await
-            {
+            match Applier::connect(self.opts.clone(), self.tagging, self.fd.clone()).await {
                 Ok(mut a) => match a.applied_seqno().await {
                     Ok(applied) => {
                         self.applier = a;

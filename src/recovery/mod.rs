@@ -216,6 +216,8 @@ pub(crate) async fn ask_other_members(
 /// What a node checked before it changed anything at start.
 pub(crate) struct Preflight {
     pub(crate) witnesses: Witnesses,
+    /// Members that answered from a Primary component: a cluster is running.
+    pub(crate) primary_members: Vec<u64>,
 }
 
 /// Start-up step 1, before the backend starts: grastate.dat parses, the Raft log is whole
@@ -238,9 +240,14 @@ pub(crate) async fn preflight(config: &NodeConfig) -> Result<Preflight, Recovery
         ..Default::default()
     };
     let answers = ask_other_members(config, &log).await;
+    let mut primary_members = Vec::new();
     for (id, answer) in answers {
         match answer {
             Ok(who) => match Uuid::try_parse(&who.cluster_uuid) {
+                Ok(u) if who.primary => {
+                    witnesses.peers.insert(id, u);
+                    primary_members.push(id);
+                }
                 Ok(u) => {
                     witnesses.peers.insert(id, u);
                 }
@@ -250,7 +257,10 @@ pub(crate) async fn preflight(config: &NodeConfig) -> Result<Preflight, Recovery
         }
     }
     witnesses.agree()?;
-    Ok(Preflight { witnesses })
+    Ok(Preflight {
+        witnesses,
+        primary_members,
+    })
 }
 
 /// `certus.state` of the backend: (cluster uuid, applied seqno).
@@ -370,6 +380,7 @@ mod join_tests {
     fn a_joining_node_never_makes_up_a_cluster_uuid() {
         let nobody = Preflight {
             witnesses: Witnesses::default(),
+            primary_members: Vec::new(),
         };
         let err = resolve_uuid(&nobody, (None, Seqno::ZERO), &config(true)).unwrap_err();
         assert!(err.to_string().contains("no member answered"), "{err}");
@@ -382,6 +393,7 @@ mod join_tests {
                 peers: [(1, learned)].into(),
                 ..Default::default()
             },
+            primary_members: vec![1],
         };
         assert_eq!(
             resolve_uuid(&reached, (None, Seqno::ZERO), &config(true)).unwrap(),

@@ -109,6 +109,10 @@ pub struct ReplicationConfig {
     pub peer_source_ip: Option<std::net::IpAddr>,
     /// Join an existing cluster: never initialize; wait for a leader to add this node.
     pub join: bool,
+    /// A member that answered from a Primary component at start, if one did. A node with no
+    /// Raft state (a new or wiped data dir) then does not initialize: the running cluster's
+    /// leader brings it in (a snapshot, then the log), as after `join`.
+    pub running_cluster: Option<u64>,
     /// Log entries kept below the purge bound (DESIGN §12's safety margin).
     pub log_keep_margin: u64,
     /// How often the purge bound is evaluated.
@@ -191,6 +195,7 @@ impl std::fmt::Debug for ReplicationConfig {
             .field("snapshot_policy", &self.snapshot_policy)
             .field("cluster_uuid", &self.cluster_uuid)
             .field("join", &self.join)
+            .field("running_cluster", &self.running_cluster)
             .field("log_keep_margin", &self.log_keep_margin)
             .finish_non_exhaustive()
     }
@@ -223,6 +228,7 @@ impl ReplicationConfig {
             connect_timeout: Duration::from_secs(1),
             peer_source_ip: None,
             join: false,
+            running_cluster: None,
             cluster_uuid: String::new(),
             applied_seqno: None,
             gossip_sink: None,
@@ -497,6 +503,21 @@ impl Replication {
             tracing::info!(
                 node = self.node_id.0,
                 "joining an existing cluster: waiting for a leader to add this node"
+            );
+            return Ok(());
+        }
+        // Initializing would make this node a candidate at once, in the first term, with an
+        // empty log. It cannot win, but its vote for itself outranks the running leader's in
+        // the leader's own term (openraft orders votes of one term by node id), and the leader
+        // steps down when it hears of it: a needless election, the whole cluster refusing
+        // clients meanwhile.
+        if let Some(member) = self.cfg.running_cluster {
+            tracing::info!(
+                node = self.node_id.0,
+                member,
+                "a cluster is running (member {member} is Primary) and this node has no Raft \
+                 state: waiting for its leader to send a snapshot; if the membership no longer \
+                 lists this node, start it with join = true and add it"
             );
             return Ok(());
         }

@@ -144,6 +144,8 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
     // Node 3 leaves; its data dir is replaced by an empty one (fresh backend, no Raft log).
     let (old_dir, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
     drop(old_dir);
+    // If node 3 led, the others elect a leader before they serve writes again.
+    c.wait_ready(Duration::from_secs(30)).await;
     let mut a = c.node(0).admin_with(&[
         "CREATE DATABASE big",
         "CREATE TABLE big.t (id INT PRIMARY KEY, v VARCHAR(40), b VARBINARY(16), n INT, KEY(n))",
@@ -197,10 +199,19 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
             }
         })
     };
+    let term = |n: &TestNode| n.running().replication_metrics().expect("metrics").term;
+    let term_before = term(c.node(donor));
     let started = tokio::time::Instant::now();
     let joiner =
         TestNode::start_member(TestNode::fresh_dir(), cfg3, Duration::from_secs(240)).await;
     let took = started.elapsed();
+    // The wiped node waited for the leader: it never stood for election, which would have
+    // unseated the leader (openraft orders same-term votes by node id) and stalled everyone.
+    assert_eq!(
+        term(c.node(donor)),
+        term_before,
+        "an election happened while the empty node joined"
+    );
     watch_stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     load.stop.store(true, Ordering::Relaxed);
@@ -272,6 +283,7 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
     // Node 3 stops with its log and backend; the others move on and purge past its log's end.
     let stopped_at = last_log_index(c.node(2));
     let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
+    c.wait_ready(Duration::from_secs(30)).await;
     for i in 0..20 {
         a.query_drop(format!(
             "UPDATE behind.t SET n = n + 1 WHERE id = {}",
@@ -434,6 +446,7 @@ async fn a_snapshot_built_while_the_donor_commits_its_own_writes_loses_none_of_t
     let leaving = if donor == 2 { 1 } else { 2 };
     let (old_dir, cfg) = c.nodes.remove(leaving).stop_keep().await;
     drop(old_dir);
+    c.wait_ready(Duration::from_secs(30)).await;
     let donor = leader_position(&c.nodes);
     let before_load = last_log_index(c.node(donor));
     let stop = Arc::new(AtomicBool::new(false));

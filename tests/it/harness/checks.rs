@@ -235,9 +235,15 @@ pub fn stderr(o: &std::process::Output) -> String {
 
 impl TestNode {
     /// An admin connection through the node that has run `stmts` (setup statements).
+    ///
+    /// Each statement waits out a leader election (1047, bounded as in [`retry_not_ready`]):
+    /// set-up often follows a node's stop, and a stopped leader leaves the others not Primary
+    /// for an election timeout.
     pub async fn admin_with(&self, stmts: &[&str]) -> mysql_async::Conn {
         let mut a = self.admin().await;
-        run_all(&mut a, stmts).await;
+        for stmt in stmts {
+            retry_not_ready(&mut a, stmt).await;
+        }
         a
     }
 
