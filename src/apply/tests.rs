@@ -17,6 +17,22 @@ const LOGGED: Tagging = Tagging {
     domain: APPLIER_GTID_DOMAIN,
     binlogged: true,
 };
+/// The default applier (`log_replica_updates = false`): not binlogged.
+const UNLOGGED: Tagging = Tagging {
+    domain: APPLIER_GTID_DOMAIN,
+    binlogged: false,
+};
+
+/// An applier on `server` that replays what `capture` captured.
+async fn applier_on(server: &Server, tagging: Tagging, capture: &Capture) -> Applier {
+    Applier::connect(
+        server.opts(),
+        tagging,
+        capture.format_description().unwrap(),
+    )
+    .await
+    .unwrap()
+}
 
 fn reader_config(server: &Server) -> CaptureConfig {
     let mut cfg = CaptureConfig::new(server.opts(), 1000 + server.server_id);
@@ -74,6 +90,35 @@ async fn run_all(conn: &mut Conn, stmts: &[&str]) {
 async fn run_on_both(a: &mut Conn, b: &mut Conn, stmts: &[&str]) {
     run_all(a, stmts).await;
     run_all(b, stmts).await;
+}
+
+/// Two servers with schema `s` holding table `t` (made by `setup`, run on both as plain
+/// statements after `USE s`), a capture reader on A and a connection to each. Bind every
+/// server (`a: _a`): a server is stopped when dropped.
+struct Pair {
+    a: Server,
+    b: Server,
+    capture_a: Capture,
+    ca: Conn,
+    cb: Conn,
+}
+
+impl Pair {
+    async fn start(ids: (u32, u32), setup: &[&str]) -> Option<Pair> {
+        let a = Server::start(ids.0)?;
+        let b = Server::start(ids.1)?;
+        let capture_a = Capture::start(reader_config(&a)).await.unwrap();
+        let (mut ca, mut cb) = (a.conn().await, b.conn().await);
+        run_on_both(&mut ca, &mut cb, &["CREATE DATABASE s", "USE s"]).await;
+        run_on_both(&mut ca, &mut cb, setup).await;
+        Some(Pair {
+            a,
+            b,
+            capture_a,
+            ca,
+            cb,
+        })
+    }
 }
 
 async fn checksum(conn: &mut Conn, table: &str) -> Option<u64> {
@@ -291,14 +336,7 @@ async fn replayed_groups_match_a_plain_reference_and_leave_the_origin_unchanged(
     let Some(c) = Server::start(3) else { return };
     let capture = Capture::start(reader_config(&a)).await.unwrap();
     let (mut ca, mut cb, mut cc) = (a.conn().await, b.conn().await, c.conn().await);
-    // The default applier: unlogged (`log_replica_updates = false`).
-    let unlogged = Tagging {
-        binlogged: false,
-        ..LOGGED
-    };
-    let mut applier = Applier::connect(b.opts(), unlogged, capture.format_description().unwrap())
-        .await
-        .unwrap();
+    let mut applier = applier_on(&b, UNLOGGED, &capture).await;
 
     let mut seqno = 0;
     for case in CASES {
@@ -380,22 +418,24 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
-    let Some(a) = Server::start(11) else { return };
-    let Some(b) = Server::start(12) else { return };
-    let capture_a = Capture::start(reader_config(&a)).await.unwrap();
-    let capture_b = Capture::start(reader_config(&b)).await.unwrap();
-    let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    run_on_both(
-        &mut ca,
-        &mut cb,
+    let Some(Pair {
+        a: _a,
+        b,
+        capture_a,
+        mut ca,
+        mut cb,
+    }) = Pair::start(
+        (11, 12),
         &[
-            "CREATE DATABASE s",
-            "USE s",
             "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
             "INSERT INTO t VALUES (1, 1), (2, 2)",
         ],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
+    let capture_b = Capture::start(reader_config(&b)).await.unwrap();
 
     // A read-only and a no-op XA write nothing: no group, @@last_gtid unchanged.
     let before = last_gtid(&mut ca).await;
@@ -420,9 +460,7 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     let group = capture_xa(&mut ca, &capture_a, &["UPDATE t SET v = 10 WHERE id = 1"])
         .await
         .unwrap();
-    let mut applier = Applier::connect(b.opts(), LOGGED, capture_a.format_description().unwrap())
-        .await
-        .unwrap();
+    let mut applier = applier_on(&b, LOGGED, &capture_a).await;
     let stats_before = capture_b.stats();
     applier.apply(Seqno(1), &statements(&group)).await.unwrap();
     assert_eq!(applier.applied_seqno().await.unwrap(), Seqno(1));
@@ -496,9 +534,7 @@ async fn applier_tags_its_transactions_fails_loudly_and_runs_toi() {
     applier.disconnect().await;
 
     // TOI: runs alone with the origin's context, then records its seqno; also not captured.
-    let mut applier = Applier::connect(b.opts(), LOGGED, capture_a.format_description().unwrap())
-        .await
-        .unwrap();
+    let mut applier = applier_on(&b, LOGGED, &capture_a).await;
     let ctx = TOIContext {
         db: Some("s".into()),
         sql_mode: "ANSI_QUOTES".into(),
@@ -587,28 +623,24 @@ async fn binlog_pos(conn: &mut Conn) -> String {
 /// there, and the session is unlogged again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unlogged_applier_leaves_the_binlog_to_client_transactions() {
-    let Some(a) = Server::start(41) else { return };
-    let Some(b) = Server::start(42) else { return };
-    let capture_a = Capture::start(reader_config(&a)).await.unwrap();
-    let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    run_on_both(
-        &mut ca,
-        &mut cb,
+    let Some(Pair {
+        a: _a,
+        b,
+        capture_a,
+        mut ca,
+        mut cb,
+    }) = Pair::start(
+        (41, 42),
         &[
-            "CREATE DATABASE s",
-            "USE s",
             "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
             "INSERT INTO t VALUES (1, 1)",
         ],
     )
-    .await;
-    let unlogged = Tagging {
-        binlogged: false,
-        ..LOGGED
+    .await
+    else {
+        return;
     };
-    let mut applier = Applier::connect(b.opts(), unlogged, capture_a.format_description().unwrap())
-        .await
-        .unwrap();
+    let mut applier = applier_on(&b, UNLOGGED, &capture_a).await;
     let before = binlog_pos(&mut cb).await;
     let group = capture_xa(&mut ca, &capture_a, &["UPDATE t SET v = 10 WHERE id = 1"])
         .await
@@ -699,20 +731,20 @@ async fn an_unlogged_applier_leaves_the_binlog_to_client_transactions() {
 /// used: the server then cuts 4 bytes off every event and the replay fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checksum_handling_fd_must_declare_no_checksum() {
-    let Some(a) = Server::start(21) else { return };
-    let Some(b) = Server::start(22) else { return };
-    let capture = Capture::start(reader_config(&a)).await.unwrap();
-    let (mut ca, mut cb) = (a.conn().await, b.conn().await);
-    run_on_both(
-        &mut ca,
-        &mut cb,
-        &[
-            "CREATE DATABASE s",
-            "USE s",
-            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
-        ],
+    let Some(Pair {
+        a: _a,
+        b,
+        capture_a: capture,
+        mut ca,
+        mut cb,
+    }) = Pair::start(
+        (21, 22),
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))"],
     )
-    .await;
+    .await
+    else {
+        return;
+    };
     let group = capture_xa(&mut ca, &capture, &["INSERT INTO t VALUES (1, 'abcdef')"])
         .await
         .unwrap();
