@@ -84,6 +84,13 @@ async fn handle(mut stream: TcpStream, ctx: Arc<ServerCtx>) -> std::io::Result<(
     .await
     {
         Ok(Ok(peer)) => peer,
+        // A caller that closed before it said anything gave up on its own (a start-up query
+        // that timed out while this node was not yet serving, then accepted from the
+        // backlog): not worth a warning. A wrong secret or a bad frame is.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(error = %e, "peer closed before authenticating");
+            return Ok(());
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "peer rejected during authentication");
             return Err(e);
