@@ -472,3 +472,69 @@ async fn a_snapshot_built_while_the_donor_commits_its_own_writes_loses_none_of_t
     );
     c.stop().await;
 }
+
+/// A founding member that starts after the other two have formed the cluster (a node that was
+/// slow to boot, or whose data dir was wiped before its first start) finds them Primary at
+/// start: it does not initialize a log of its own, it is brought in by the leader, and the
+/// leader's term does not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_founding_member_that_starts_late_is_brought_in_without_an_election() {
+    require_mariadb!();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(harness::stable_listener().await);
+    }
+    let members: std::collections::BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
+        .collect();
+    let config = |dir: &tempfile::TempDir, id: u64| {
+        let mut cfg = harness::node_config(dir.path(), id);
+        cfg.members = members.clone();
+        cfg.cluster_secret = harness::CLUSTER_SECRET.to_vec();
+        cfg
+    };
+    let late_listener = listeners.pop().expect("node 3's listener");
+    // Nodes 1 and 2 are a quorum of three: they elect a leader and serve.
+    let mut starts = Vec::new();
+    for (i, peer) in listeners.into_iter().enumerate() {
+        let dir = TestNode::copy_template();
+        let cfg = config(&dir, i as u64 + 1);
+        starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
+    }
+    let mut nodes = Vec::new();
+    for s in starts {
+        nodes.push(s.await.expect("node start task"));
+    }
+    let mut c = TestCluster { nodes };
+    c.wait_ready(Duration::from_secs(30)).await;
+    c.node(0)
+        .admin_with(&[
+            "CREATE DATABASE late",
+            "CREATE TABLE late.t (id INT PRIMARY KEY, n INT)",
+            "INSERT INTO late.t SELECT seq, seq FROM late.seq_1_to_300",
+        ])
+        .await;
+    let term = |n: &TestNode| n.running().replication_metrics().expect("metrics").term;
+    let term_before = term(c.node(0));
+
+    let dir = TestNode::copy_template();
+    let cfg = config(&dir, 3);
+    let late = TestNode::start_in(dir, cfg, late_listener).await;
+    c.nodes.push(late);
+    c.wait_ready(Duration::from_secs(30)).await;
+    assert_eq!(
+        term(c.node(0)),
+        term_before,
+        "the late member's start caused an election"
+    );
+    converged(&c.nodes, "late.t", Duration::from_secs(30)).await;
+    assert_eq!(
+        backend_count(c.node(2), "SELECT COUNT(*) FROM late.t").await,
+        300
+    );
+    // It caught up from the log: nothing was purged yet, so no state transfer was needed.
+    assert_eq!(c.node(2).running().sst_loads(), 0);
+    c.stop().await;
+}
