@@ -244,12 +244,11 @@ pub(crate) async fn preflight(config: &NodeConfig) -> Result<Preflight, Recovery
     for (id, answer) in answers {
         match answer {
             Ok(who) => match Uuid::try_parse(&who.cluster_uuid) {
-                Ok(u) if who.primary => {
-                    witnesses.peers.insert(id, u);
-                    primary_members.push(id);
-                }
                 Ok(u) => {
                     witnesses.peers.insert(id, u);
+                    if who.primary {
+                        primary_members.push(id);
+                    }
                 }
                 Err(_) => tracing::warn!(peer = id, "peer sent an invalid cluster uuid"),
             },

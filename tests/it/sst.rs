@@ -59,6 +59,11 @@ async fn wait_index_past(
     );
 }
 
+/// The Raft term `n` is in.
+fn raft_term(n: &TestNode) -> u64 {
+    n.running().replication_metrics().expect("metrics").term
+}
+
 fn last_log_index(n: &TestNode) -> u64 {
     n.running()
         .replication_metrics()
@@ -199,8 +204,7 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
             }
         })
     };
-    let term = |n: &TestNode| n.running().replication_metrics().expect("metrics").term;
-    let term_before = term(c.node(donor));
+    let term_before = raft_term(c.node(donor));
     let started = tokio::time::Instant::now();
     let joiner =
         TestNode::start_member(TestNode::fresh_dir(), cfg3, Duration::from_secs(240)).await;
@@ -208,7 +212,7 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
     // The wiped node waited for the leader: it never stood for election, which would have
     // unseated the leader (openraft orders same-term votes by node id) and stalled everyone.
     assert_eq!(
-        term(c.node(donor)),
+        raft_term(c.node(donor)),
         term_before,
         "an election happened while the empty node joined"
     );
@@ -480,35 +484,10 @@ async fn a_snapshot_built_while_the_donor_commits_its_own_writes_loses_none_of_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_founding_member_that_starts_late_is_brought_in_without_an_election() {
     require_mariadb!();
-    let mut listeners = Vec::new();
-    for _ in 0..3 {
-        listeners.push(harness::stable_listener().await);
-    }
-    let members: std::collections::BTreeMap<u64, String> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
-        .collect();
-    let config = |dir: &tempfile::TempDir, id: u64| {
-        let mut cfg = harness::node_config(dir.path(), id);
-        cfg.members = members.clone();
-        cfg.cluster_secret = harness::CLUSTER_SECRET.to_vec();
-        cfg
-    };
-    let late_listener = listeners.pop().expect("node 3's listener");
+    let mut founders = TestCluster::founding_members(3, |_| {}).await;
+    let late = founders.pop().expect("node 3");
     // Nodes 1 and 2 are a quorum of three: they elect a leader and serve.
-    let mut starts = Vec::new();
-    for (i, peer) in listeners.into_iter().enumerate() {
-        let dir = TestNode::copy_template();
-        let cfg = config(&dir, i as u64 + 1);
-        starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
-    }
-    let mut nodes = Vec::new();
-    for s in starts {
-        nodes.push(s.await.expect("node start task"));
-    }
-    let mut c = TestCluster { nodes };
-    c.wait_ready(Duration::from_secs(30)).await;
+    let mut c = TestCluster::start_founders(founders).await;
     c.node(0)
         .admin_with(&[
             "CREATE DATABASE late",
@@ -516,16 +495,13 @@ async fn a_founding_member_that_starts_late_is_brought_in_without_an_election() 
             "INSERT INTO late.t SELECT seq, seq FROM late.seq_1_to_300",
         ])
         .await;
-    let term = |n: &TestNode| n.running().replication_metrics().expect("metrics").term;
-    let term_before = term(c.node(0));
+    let term_before = raft_term(c.node(0));
 
-    let dir = TestNode::copy_template();
-    let cfg = config(&dir, 3);
-    let late = TestNode::start_in(dir, cfg, late_listener).await;
+    let late = TestNode::start_in(late.dir, late.cfg, late.peer).await;
     c.nodes.push(late);
     c.wait_ready(Duration::from_secs(30)).await;
     assert_eq!(
-        term(c.node(0)),
+        raft_term(c.node(0)),
         term_before,
         "the late member's start caused an election"
     );

@@ -607,6 +607,13 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
 }
 
+/// One founding member before its start ([`TestCluster::founding_members`]).
+pub struct Founder {
+    pub dir: tempfile::TempDir,
+    pub cfg: certus::config::NodeConfig,
+    pub peer: tokio::net::TcpListener,
+}
+
 impl TestCluster {
     pub async fn start(n: usize) -> TestCluster {
         Self::start_with(n, |_| {}).await
@@ -617,6 +624,15 @@ impl TestCluster {
         n: usize,
         tweak: impl Fn(&mut certus::config::NodeConfig),
     ) -> TestCluster {
+        Self::start_founders(Self::founding_members(n, tweak).await).await
+    }
+
+    /// The founding members of an `n`-node cluster, not started: each one's data dir (a
+    /// template copy), config (`tweak` applied) and bound peer listener, in node id order.
+    pub async fn founding_members(
+        n: usize,
+        tweak: impl Fn(&mut certus::config::NodeConfig),
+    ) -> Vec<Founder> {
         let mut peers = Vec::new();
         for _ in 0..n {
             peers.push(
@@ -630,16 +646,27 @@ impl TestCluster {
             .enumerate()
             .map(|(i, l)| (i as u64 + 1, l.local_addr().expect("addr").to_string()))
             .collect();
-        // Nodes start concurrently: each waits for a quorum before it serves.
-        let mut starts = Vec::new();
-        for (i, peer) in peers.into_iter().enumerate() {
-            let dir = TestNode::copy_template();
-            let mut cfg = node_config(dir.path(), i as u64 + 1);
-            cfg.members = members.clone();
-            cfg.cluster_secret = CLUSTER_SECRET.to_vec();
-            tweak(&mut cfg);
-            starts.push(tokio::spawn(TestNode::start_in(dir, cfg, peer)));
-        }
+        peers
+            .into_iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let dir = TestNode::copy_template();
+                let mut cfg = node_config(dir.path(), i as u64 + 1);
+                cfg.members = members.clone();
+                cfg.cluster_secret = CLUSTER_SECRET.to_vec();
+                tweak(&mut cfg);
+                Founder { dir, cfg, peer }
+            })
+            .collect()
+    }
+
+    /// Starts `founders` concurrently (each waits for a quorum before it serves) and waits
+    /// until all of them serve.
+    pub async fn start_founders(founders: Vec<Founder>) -> TestCluster {
+        let starts: Vec<_> = founders
+            .into_iter()
+            .map(|f| tokio::spawn(TestNode::start_in(f.dir, f.cfg, f.peer)))
+            .collect();
         let mut nodes = Vec::new();
         for s in starts {
             nodes.push(s.await.expect("node start task"));
