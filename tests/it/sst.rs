@@ -150,7 +150,7 @@ async fn an_empty_node_joins_through_an_sst_of_100k_rows_while_the_donor_serves(
     let (old_dir, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
     drop(old_dir);
     // If node 3 led, the others elect a leader before they serve writes again.
-    c.wait_ready(Duration::from_secs(30)).await;
+    c.wait_leader_among_us(Duration::from_secs(30)).await;
     let mut a = c.node(0).admin_with(&[
         "CREATE DATABASE big",
         "CREATE TABLE big.t (id INT PRIMARY KEY, v VARCHAR(40), b VARBINARY(16), n INT, KEY(n))",
@@ -287,7 +287,7 @@ async fn a_node_whose_backend_is_behind_the_log_start_gets_an_sst() {
     // Node 3 stops with its log and backend; the others move on and purge past its log's end.
     let stopped_at = last_log_index(c.node(2));
     let (dir3, cfg3) = c.nodes.pop().expect("node 3").stop_keep().await;
-    c.wait_ready(Duration::from_secs(30)).await;
+    c.wait_leader_among_us(Duration::from_secs(30)).await;
     for i in 0..20 {
         a.query_drop(format!(
             "UPDATE behind.t SET n = n + 1 WHERE id = {}",
@@ -450,7 +450,7 @@ async fn a_snapshot_built_while_the_donor_commits_its_own_writes_loses_none_of_t
     let leaving = if donor == 2 { 1 } else { 2 };
     let (old_dir, cfg) = c.nodes.remove(leaving).stop_keep().await;
     drop(old_dir);
-    c.wait_ready(Duration::from_secs(30)).await;
+    c.wait_leader_among_us(Duration::from_secs(30)).await;
     let donor = leader_position(&c.nodes);
     let before_load = last_log_index(c.node(donor));
     let stop = Arc::new(AtomicBool::new(false));

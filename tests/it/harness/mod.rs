@@ -676,6 +676,25 @@ impl TestCluster {
         cluster
     }
 
+    /// Waits until every node follows a leader that is one of these nodes and serves clients.
+    /// After a node stops, the others go on naming it leader (and may still sample themselves
+    /// Primary) until their election timeout passes, so [`TestCluster::wait_ready`] alone can
+    /// return before the election that follows. Panics after `timeout`.
+    pub async fn wait_leader_among_us(&self, timeout: Duration) {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.node_id()).collect();
+        let settled = TestNode::eventually(timeout, || {
+            self.nodes.iter().all(|n| {
+                n.running().is_ready()
+                    && n.running()
+                        .status()
+                        .leader
+                        .is_some_and(|l| ids.contains(&l))
+            })
+        })
+        .await;
+        assert!(settled, "no leader among nodes {ids:?} within {timeout:?}");
+    }
+
     /// Waits until every node accepts a write-path statement (it is Primary).
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
