@@ -156,6 +156,9 @@ fn phase_name(phase: u8) -> &'static str {
 pub(crate) struct Shared {
     /// The highest seqno this backend reflects (committed, aborted or refused: all processed).
     applied: watch::Sender<Seqno>,
+    /// The last seqno of the run of own XAs whose `XA COMMIT`s the applier has started, every
+    /// earlier seqno being applied (see [`WritePath::last_seen_under_locks`]).
+    own_committing: AtomicU64,
     inconsistent: watch::Sender<Option<String>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     pub(crate) bf_aborts: AtomicU64,
@@ -540,6 +543,7 @@ impl WritePath {
             certified: watch::channel((0, start_applied)).0,
             latency: Arc::new(WritePathMetrics::default()),
             applied_index: AtomicU64::new(0),
+            own_committing: AtomicU64::new(0),
             sst_phase: std::sync::atomic::AtomicU8::new(SST_JOINING),
             sst_loads: AtomicU64::new(0),
             prepared: Default::default(),
@@ -672,6 +676,17 @@ impl WritePath {
     /// The seqno this backend reflects: a transaction's last_seen, read before it starts.
     pub(crate) fn last_applied(&self) -> Seqno {
         *self.shared.applied.borrow()
+    }
+
+    /// last_seen for a transaction that read only under locks and still holds them all: the
+    /// applied seqno, or the end of the run of own XAs being committed when that is later.
+    /// Each of those XAs holds the locks on its rows until its `XA COMMIT` is done, so one
+    /// that shares a row with the transaction committed before the transaction locked that
+    /// row. Without this, a session that got the lock the moment an own XA committed would
+    /// read the applied seqno before the applier counted that commit, and abort.
+    pub(crate) fn last_seen_under_locks(&self) -> Seqno {
+        let committing = Seqno(self.shared.own_committing.load(Ordering::SeqCst));
+        self.last_applied().max(committing)
     }
 
     /// The state-transfer state to report instead of Synced, if any: Joining or Joined while a
@@ -1871,6 +1886,8 @@ async fn commit_own_run(
     };
     let shared = ctx.shared.clone();
     let timer = StageTimer::start();
+    // Every seqno before the run is applied, and each XA in it is claimed and holds its locks.
+    shared.own_committing.fetch_max(last.0, Ordering::SeqCst);
     let applied = ctx.commit_own(last, &own).await;
     for o in &own {
         shared.prepared.remove(&o.xid);

@@ -22,8 +22,11 @@ pub struct ObjectName {
 pub enum ReadKind {
     /// SELECT, WITH ... SELECT, (SELECT ...), including INTO OUTFILE / INTO @var.
     /// `locking`: FOR UPDATE, FOR SHARE or LOCK IN SHARE MODE anywhere in it.
+    /// `locks_every_read`: it is one query block (a single SELECT: no subquery, derived
+    /// table, UNION or CTE query) with such a clause, so every row it reads is locked.
     Select {
         locking: bool,
+        locks_every_read: bool,
     },
     Show,
     /// DESCRIBE / DESC.
@@ -370,6 +373,59 @@ impl Statement {
             Statement::Set(_) => self.autocommit() == Some(Autocommit::On),
             Statement::UserLock { statement, .. } => statement.implicit_commit(),
             Statement::SetStatementFor { inner, .. } => inner.implicit_commit(),
+            _ => false,
+        }
+    }
+
+    /// Whether every row this statement reads, it reads with a locking read whose lock it
+    /// holds to the end of the transaction, when the transaction runs in REPEATABLE READ or
+    /// SERIALIZABLE: InnoDB reads with locks in every data-changing statement (its subqueries,
+    /// triggers and stored functions included) and in a SELECT whose one query block says
+    /// FOR UPDATE or LOCK IN SHARE MODE. Statements that read no rows (BEGIN without a
+    /// consistent snapshot, COMMIT, savepoints, USE) count as true. A transaction made only of
+    /// such statements saw the latest committed version of every row it writes, at a moment
+    /// no later than its commit: that lets it read its last_seen at commit
+    /// (docs/certification.md, "last_seen of a transaction that only read under locks").
+    /// `CALL` is false: a procedure may run plain SELECTs.
+    pub fn reads_under_locks(&self) -> bool {
+        match self {
+            Statement::Write(kind) => !matches!(kind, WriteKind::Call),
+            Statement::Read(ReadKind::Select {
+                locks_every_read, ..
+            }) => *locks_every_read,
+            Statement::Begin {
+                consistent_snapshot,
+                ..
+            } => !consistent_snapshot,
+            Statement::Empty
+            | Statement::Commit(_)
+            | Statement::Rollback(_)
+            | Statement::RollbackToSavepoint { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Use { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this statement may change the isolation level of later transactions in ways
+    /// `@@tx_isolation` does not show: `SET TRANSACTION` (it may hold for the next
+    /// transaction only), a SET of `tx_isolation`, and statements that run SQL the node does
+    /// not see (`CALL`, compound statements, prepared and dynamic SQL, anything unrecognised).
+    pub fn may_change_isolation(&self) -> bool {
+        match self {
+            Statement::SetTransaction { .. }
+            | Statement::Compound
+            | Statement::Prepare { .. }
+            | Statement::Execute { .. }
+            | Statement::ExecuteImmediate { .. }
+            | Statement::Other => true,
+            Statement::Write(WriteKind::Call) => true,
+            Statement::Set(items) => items.iter().any(|a| {
+                matches!(&a.target, SetTarget::Session(n) | SetTarget::Global(n)
+                    if n.contains("isolation"))
+            }),
+            Statement::SetStatementFor { inner, .. } => inner.may_change_isolation(),
             _ => false,
         }
     }
@@ -745,7 +801,11 @@ fn select(c: Cursor<'_>) -> Statement {
             break;
         }
     }
-    Statement::Read(ReadKind::Select { locking })
+    let query_blocks = c.toks.iter().filter(|t| t.is_kw(c.sql, "SELECT")).count();
+    Statement::Read(ReadKind::Select {
+        locking,
+        locks_every_read: locking && query_blocks == 1,
+    })
 }
 
 /// `WITH [RECURSIVE] cte AS (...), ... <main statement>`: the main statement is the first
@@ -1485,8 +1545,93 @@ mod tests {
         classify(sql.as_bytes())
     }
 
+    #[test]
+    fn what_reads_only_under_locks() {
+        let locked = [
+            "UPDATE t SET v = v + 1 WHERE id = 1",
+            "UPDATE t SET v = (SELECT MAX(v) FROM u) WHERE id = 1",
+            "INSERT INTO t VALUES (1, 2)",
+            "INSERT INTO t SELECT * FROM u",
+            "REPLACE INTO t VALUES (1)",
+            "DELETE FROM t WHERE id IN (SELECT id FROM u)",
+            "UPDATE t JOIN u ON t.id = u.id SET t.v = u.v",
+            "LOAD DATA INFILE '/tmp/x' INTO TABLE t",
+            "SELECT v FROM t WHERE id = 1 FOR UPDATE",
+            "SELECT v FROM t JOIN u USING (id) LOCK IN SHARE MODE",
+            "SELECT v FROM t WHERE id = 1 FOR UPDATE SKIP LOCKED",
+            "BEGIN",
+            "START TRANSACTION READ WRITE",
+            "COMMIT",
+            "ROLLBACK",
+            "SAVEPOINT a",
+            "ROLLBACK TO SAVEPOINT a",
+            "USE db",
+        ];
+        for sql in locked {
+            assert!(c(sql).reads_under_locks(), "{sql}");
+        }
+        let unlocked = [
+            "SELECT v FROM t WHERE id = 1",
+            "SELECT v INTO @v FROM t WHERE id = 1",
+            "SELECT * FROM (SELECT v FROM t) x FOR UPDATE",
+            "SELECT v FROM t WHERE id IN (SELECT id FROM u) FOR UPDATE",
+            "(SELECT v FROM t FOR UPDATE) UNION (SELECT v FROM u FOR UPDATE)",
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+            "CALL p()",
+            "SET @v = (SELECT v FROM t WHERE id = 1)",
+            "SHOW TABLES",
+            "DO (SELECT v FROM t)",
+            "SET STATEMENT max_statement_time=1 FOR UPDATE t SET v = 1",
+        ];
+        for sql in unlocked {
+            assert!(!c(sql).reads_under_locks(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn what_may_change_the_isolation_level_unseen() {
+        let changes = [
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET tx_isolation = 'READ-COMMITTED'",
+            "SET @@session.tx_isolation = 'READ-COMMITTED', autocommit = 0",
+            "SET GLOBAL tx_isolation = 'READ-COMMITTED'",
+            "SET STATEMENT max_statement_time=1 FOR CALL p()",
+            "CALL p()",
+            "BEGIN NOT ATOMIC SET tx_isolation = 'READ-COMMITTED'; END",
+            "PREPARE s FROM 'SET tx_isolation = 1'",
+            "EXECUTE s",
+            "EXECUTE IMMEDIATE 'SET TRANSACTION ISOLATION LEVEL READ UNCOMMITTED'",
+        ];
+        for sql in changes {
+            assert!(c(sql).may_change_isolation(), "{sql}");
+        }
+        let keeps = [
+            "SET autocommit = 0",
+            "SET NAMES utf8mb4",
+            "SET @isolation = 1",
+            "UPDATE t SET v = 1",
+            "SELECT @@tx_isolation",
+            "BEGIN",
+        ];
+        for sql in keeps {
+            assert!(!c(sql).may_change_isolation(), "{sql}");
+        }
+    }
+
     fn select(locking: bool) -> Statement {
-        Statement::Read(ReadKind::Select { locking })
+        Statement::Read(ReadKind::Select {
+            locking,
+            locks_every_read: locking,
+        })
+    }
+
+    /// A locking clause that does not cover every query block.
+    fn partly_locking_select() -> Statement {
+        Statement::Read(ReadKind::Select {
+            locking: true,
+            locks_every_read: false,
+        })
     }
 
     #[test]
@@ -1502,7 +1647,10 @@ mod tests {
             ),
             ("SELECT * FROM t LOCK IN SHARE MODE", select(true)),
             ("SELECT * FROM t FOR SHARE", select(true)),
-            ("SELECT * FROM (SELECT a FROM t FOR UPDATE) x", select(true)),
+            (
+                "SELECT * FROM (SELECT a FROM t FOR UPDATE) x",
+                partly_locking_select(),
+            ),
             ("SELECT a INTO OUTFILE '/tmp/x' FROM t", select(false)),
             ("SELECT a INTO @v FROM t", select(false)),
             ("SELECT * FROM t /* FOR UPDATE */", select(false)),
@@ -1527,7 +1675,7 @@ mod tests {
             (
                 "WITH RECURSIVE x(n) AS (SELECT 1 UNION SELECT n+1 FROM x WHERE n<3) \
                  SELECT * FROM x FOR UPDATE",
-                select(true),
+                partly_locking_select(),
             ),
             ("WITH x AS (SELECT 1) (SELECT * FROM x)", select(false)),
             ("ANALYZE SELECT * FROM t", select(false)),

@@ -189,7 +189,7 @@ SELECT CONNECTION_ID();";
                 Statement::LockTables => "lock",
                 Statement::Write(WriteKind::Insert) => "insert",
                 Statement::UnlockTables => "unlock",
-                Statement::Read(ReadKind::Select { locking: false }) => "select",
+                Statement::Read(ReadKind::Select { locking: false, .. }) => "select",
                 Statement::Other => "other",
                 _ => "unexpected",
             })

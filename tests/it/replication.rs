@@ -188,6 +188,147 @@ async fn same_node_lost_update_is_refused() {
     c.stop().await;
 }
 
+/// `wsrep_local_cert_failures` of a node, through SQL.
+async fn cert_failures(n: &harness::TestNode) -> u64 {
+    let mut s = n.admin().await;
+    let row: Option<(String, String)> = s
+        .query_first("SHOW STATUS LIKE 'wsrep_local_cert_failures'")
+        .await
+        .unwrap();
+    row.and_then(|(_, v)| v.parse().ok())
+        .expect("wsrep_local_cert_failures")
+}
+
+/// `first` runs on one session and keeps its transaction open; `second` then runs on another
+/// session of the same node, waits for `first`'s row lock, and commits once `first` has
+/// committed. Returns how each COMMIT went.
+async fn race_for_a_row_lock(
+    n: &harness::TestNode,
+    first: &'static [&'static str],
+    second_setup: &'static [&'static str],
+    second: &'static [&'static str],
+) -> (
+    Result<(), mysql_async::Error>,
+    Result<(), mysql_async::Error>,
+) {
+    let mut s1 = n.admin().await;
+    let mut s2 = n.admin().await;
+    for sql in second_setup {
+        s2.query_drop(*sql).await.unwrap();
+    }
+    s1.query_drop("BEGIN").await.unwrap();
+    for sql in first {
+        s1.query_drop(*sql).await.unwrap();
+    }
+    let t2 = tokio::spawn(async move {
+        s2.query_drop("BEGIN").await?;
+        for sql in second {
+            s2.query_drop(*sql).await?;
+        }
+        // The lock came free, so `first` committed on the backend; give the node a moment to
+        // count that commit as applied, as it does right after.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s2.query_drop("COMMIT").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r1 = s1.query_drop("COMMIT").await;
+    (r1, t2.await.unwrap())
+}
+
+/// Transactions that read only under locks wait for a same-node transaction's row locks and
+/// then commit over its result, as on one MariaDB: certification counts them as having seen
+/// every write set committed before they locked its rows (docs/certification.md, "last_seen
+/// of a transaction that only read under locks"). A plain read still makes the write a lost
+/// update that aborts (`same_node_lost_update_is_refused`), and so does any transaction whose
+/// session runs below REPEATABLE READ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_node_writes_that_read_under_locks_wait_instead_of_aborting() {
+    require_mariadb!();
+    let c = TestCluster::start(3).await;
+    let n = c.node(0);
+    n.admin_with(&[
+        "CREATE DATABASE lk",
+        "CREATE TABLE lk.counter (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO lk.counter VALUES (1, 0)",
+    ])
+    .await;
+    async fn value(n: &harness::TestNode) -> i64 {
+        backend_count(n, "SELECT v FROM lk.counter WHERE id = 1").await
+    }
+    let failures = cert_failures(n).await;
+
+    // Two increments, the second waiting on the first's row lock.
+    const INCREMENT: &[&str] = &["UPDATE lk.counter SET v = v + 1 WHERE id = 1"];
+    let (r1, r2) = race_for_a_row_lock(n, INCREMENT, &[], INCREMENT).await;
+    assert!(r1.is_ok() && r2.is_ok(), "increments: {r1:?}, {r2:?}");
+    assert_eq!(value(n).await, 2);
+
+    // Read with FOR UPDATE, then write what was read plus one: the oslo.db quota pattern.
+    const READ_FOR_UPDATE: &[&str] = &[
+        "SELECT v FROM lk.counter WHERE id = 1 FOR UPDATE",
+        "UPDATE lk.counter SET v = 10 WHERE id = 1",
+    ];
+    const THEN_ADD: &[&str] = &[
+        "SELECT v FROM lk.counter WHERE id = 1 FOR UPDATE",
+        "UPDATE lk.counter SET v = v + 5 WHERE id = 1",
+    ];
+    let (r1, r2) = race_for_a_row_lock(n, READ_FOR_UPDATE, &[], THEN_ADD).await;
+    assert!(r1.is_ok() && r2.is_ok(), "FOR UPDATE: {r1:?}, {r2:?}");
+    assert_eq!(value(n).await, 15);
+    assert_eq!(
+        cert_failures(n).await,
+        failures,
+        "a lock wait ended in an abort"
+    );
+
+    // The same race with the waiting session at READ COMMITTED, where InnoDB may read without
+    // locks inside a write: the waiter keeps the last_seen it began with, and aborts.
+    let (r1, r2) = race_for_a_row_lock(
+        n,
+        INCREMENT,
+        &["SET SESSION tx_isolation = 'READ-COMMITTED'"],
+        INCREMENT,
+    )
+    .await;
+    assert!(r1.is_ok(), "{r1:?}");
+    assert!(
+        matches!(&r2, Err(e) if is_deadlock(e)),
+        "READ COMMITTED: {r2:?}"
+    );
+    assert_eq!(value(n).await, 16);
+
+    // Autocommit increments of one row from several clients of one node: none is refused.
+    const CLIENTS: usize = 6;
+    const EACH: usize = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut s = n.admin().await;
+        tasks.push(tokio::spawn(async move {
+            let mut refused = Vec::new();
+            for _ in 0..EACH {
+                if let Err(e) = s
+                    .query_drop("UPDATE lk.counter SET v = v + 1 WHERE id = 1")
+                    .await
+                {
+                    refused.push(e.to_string());
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = Vec::new();
+    for t in tasks {
+        refused.extend(t.await.unwrap());
+    }
+    assert!(refused.is_empty(), "refused increments: {refused:?}");
+    assert_eq!(value(n).await, 16 + (CLIENTS * EACH) as i64);
+    c.converged("lk.counter").await;
+    for other in &c.nodes {
+        assert_eq!(value(other).await, 16 + (CLIENTS * EACH) as i64);
+    }
+    c.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_keys_conflict_and_cascade_everywhere() {
     require_mariadb!();

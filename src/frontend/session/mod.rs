@@ -121,6 +121,13 @@ pub(crate) struct Session {
     settings: SessionSettings,
     /// The session's wsrep_sync_wait (bit 1: reads are causal).
     sync_wait: u32,
+    /// Whether every row the statement being run reads, it reads under a lock
+    /// ([`Statement::reads_under_locks`]; all of them for a multi-statement query).
+    reads_locked: bool,
+    /// Set for good once the session ran a statement that may change its isolation level
+    /// unseen ([`Statement::may_change_isolation`]): its transactions then keep the last_seen
+    /// read when they began.
+    isolation_untracked: bool,
     /// Whether COM_QUERY may carry several statements (CLIENT_MULTI_STATEMENTS at login, or
     /// COM_SET_OPTION since).
     multi_statements: bool,
@@ -219,6 +226,8 @@ impl Session {
             sql_prepared: std::collections::HashMap::new(),
             settings: SessionSettings::default(),
             sync_wait: fe.default_sync_wait.load(Ordering::Relaxed),
+            reads_locked: false,
+            isolation_untracked: false,
             multi_statements: opts
                 .capabilities
                 .contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
@@ -526,6 +535,7 @@ impl Session {
                 return self.reply_error(&packet, &e).await;
             }
         }
+        self.note_reads(routes.iter().map(|(_, st)| st));
         if routes.len() > 1 {
             return self.multi_statement(packet, &routes).await;
         }
@@ -557,6 +567,9 @@ impl Session {
             if let Err(refusal) = self.commit_xa().await? {
                 return self.send_refusal(seq, refusal).await;
             }
+        }
+        if let Some(t) = self.txn.as_mut() {
+            t.locks_all_reads &= self.reads_locked;
         }
         if let Statement::Set(assignments) = st {
             if assignments.iter().any(|a| is_sync_wait(&a.target)) {
@@ -753,7 +766,20 @@ impl Session {
                 }
             }
         }
+        self.note_reads([st.as_ref()]);
         self.run_routed(packet, r, &st).await
+    }
+
+    /// Notes what the statements about to run read (the open transaction's `locks_all_reads`
+    /// is updated once they are past any implicit commit) and whether they may change the
+    /// session's isolation level.
+    fn note_reads<'s>(&mut self, statements: impl IntoIterator<Item = &'s Statement>) {
+        let mut locked = true;
+        for st in statements {
+            locked &= st.reads_under_locks();
+            self.isolation_untracked |= st.may_change_isolation();
+        }
+        self.reads_locked = locked;
     }
 
     /// A statement that reads or may write data (COM_QUERY or COM_STMT_EXECUTE): inside the

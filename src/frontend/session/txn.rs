@@ -25,6 +25,9 @@ use rand::Rng;
 /// Reads the GTID of the session's last binlog group: unchanged across a statement or an XA
 /// PREPARE, nothing was written.
 const LAST_GTID: &str = "SELECT @@last_gtid";
+/// Read after XA PREPARE: the GTID, and the isolation level the session's transactions run at
+/// (a one-shot `SET TRANSACTION` is not shown; the session tracks those itself).
+const LAST_GTID_AND_ISOLATION: &str = "SELECT @@last_gtid, @@tx_isolation";
 
 /// `ER_QUERY_INTERRUPTED`: what a statement a `KILL QUERY` stopped answers.
 const ER_QUERY_INTERRUPTED: u16 = 1317;
@@ -69,7 +72,25 @@ struct PrepareReplies {
     baseline: Option<Vec<u8>>,
 }
 
+/// Whether `@@tx_isolation` names a level at which InnoDB's reads in data-changing statements
+/// are locking reads.
+fn isolation_locks_reads(level: &[u8]) -> bool {
+    level.eq_ignore_ascii_case(b"REPEATABLE-READ") || level.eq_ignore_ascii_case(b"SERIALIZABLE")
+}
+
 impl PrepareReplies {
+    /// Whether the GTID read's second column names an isolation level with locking reads.
+    fn isolation_locks_reads(&self) -> bool {
+        match &self.gtid {
+            Internal::Rows(rows) => rows
+                .first()
+                .and_then(|r| r.get(1))
+                .and_then(|v| v.as_deref())
+                .is_some_and(isolation_locks_reads),
+            _ => false,
+        }
+    }
+
     /// Whether XA PREPARE wrote no binlog group (so its XA ROLLBACK writes none either).
     fn wrote_nothing(&self) -> bool {
         match (&self.gtid, &self.baseline) {
@@ -151,6 +172,9 @@ impl Drop for PreparedGuard {
 pub(super) struct Txn {
     pub(super) xid: String,
     pub(super) last_seen: crate::ids::Seqno,
+    /// Every statement in it read only under locks ([`Statement::reads_under_locks`]), so
+    /// far: at commit, last_seen may be read again (see [`Session::commit_prepared`]).
+    pub(super) locks_all_reads: bool,
     /// Whether a statement that may write ran in it; read-only ones skip XA PREPARE.
     pub(super) wrote: bool,
     /// An UPDATE matched rows it did not change: they have no row events, hence no keys.
@@ -345,6 +369,7 @@ impl Session {
                 self.txn = Some(super::txn::Txn {
                     xid,
                     last_seen,
+                    locks_all_reads: self.reads_locked,
                     wrote: false,
                     unknown_rows: false,
                 });
@@ -376,7 +401,7 @@ impl Session {
 
     /// Commits the open XA transaction through the cluster.
     pub(super) async fn commit_xa(&mut self) -> Result<Result<(), Refusal>, End> {
-        let Some(txn) = self.txn.take() else {
+        let Some(mut txn) = self.txn.take() else {
             return Ok(Ok(()));
         };
         let started = StageTimer::start();
@@ -397,7 +422,7 @@ impl Session {
         // killed: a prepared XA would survive its connection, locks and all.
         let result = async {
             let replies = self.end_and_prepare(&txn).await?;
-            self.commit_prepared(&txn, replies, &started).await
+            self.commit_prepared(&mut txn, replies, &started).await
         }
         .await;
         self.shared.end_commit();
@@ -409,7 +434,9 @@ impl Session {
         let [end, prepare] = end_and_prepare_sql(&txn.xid);
         // XA COMMIT or ROLLBACK moves @@last_gtid: the next transaction reads its own baseline.
         let baseline = self.last_gtid.take();
-        let [ended, prepared, gtid] = self.internal_pipelined([&end, &prepare, LAST_GTID]).await?;
+        let [ended, prepared, gtid] = self
+            .internal_pipelined([&end, &prepare, LAST_GTID_AND_ISOLATION])
+            .await?;
         Ok(PrepareReplies {
             ended,
             prepared,
@@ -420,12 +447,26 @@ impl Session {
 
     /// Captures the transaction XA PREPARE prepared, then orders its write set through the
     /// cluster.
+    ///
+    /// A transaction that read only under locks, at an isolation level where InnoDB's reads
+    /// in data-changing statements lock, takes its last_seen now, while its prepared XA still
+    /// holds every lock and metadata lock it took. Any write set at or below that seqno was
+    /// committed here before the transaction locked the rows it shares with it (the applier
+    /// cannot commit over a held lock, and a prepared XA is released to it only once
+    /// registered, below), so the transaction read and wrote over that write set's result:
+    /// certifying it against that write set would refuse a transaction that lost no update.
+    /// The proof is in docs/certification.md.
     async fn commit_prepared(
         &mut self,
-        txn: &Txn,
+        txn: &mut Txn,
         replies: PrepareReplies,
         started: &StageTimer,
     ) -> Result<Result<(), Refusal>, End> {
+        if txn.locks_all_reads && !self.isolation_untracked && replies.isolation_locks_reads() {
+            txn.last_seen = txn
+                .last_seen
+                .max(self.fe.write_path.last_seen_under_locks());
+        }
         let group = match self.prepare_and_capture(txn, replies, started).await? {
             Err(refusal) => return Ok(Err(refusal)),
             Ok(Captured::Group(group)) => group,
@@ -811,7 +852,7 @@ impl Session {
         let xid = self.new_xid();
         let [end, prepare] = end_and_prepare_sql(&xid);
         let opened = self
-            .open_around(&xid, request, &[&end, &prepare, LAST_GTID])
+            .open_around(&xid, request, &[&end, &prepare, LAST_GTID_AND_ISOLATION])
             .await?;
         let (packets, ok) = self.read_buffered(shape).await?;
         let started = StageTimer::start();
@@ -861,7 +902,7 @@ impl Session {
                 "brute-force aborted before its write set was submitted".into(),
             ));
         }
-        let result = self.commit_prepared(&txn, replies, &started).await;
+        let result = self.commit_prepared(&mut txn, replies, &started).await;
         self.shared.end_commit();
         Ok(match result? {
             Ok(()) => Attempt::Reply(packets),
@@ -963,6 +1004,7 @@ impl Session {
                 self.txn = Some(Txn {
                     xid: xid.to_owned(),
                     last_seen,
+                    locks_all_reads: self.reads_locked,
                     wrote: false,
                     unknown_rows: false,
                 });
