@@ -801,10 +801,12 @@ fn select(c: Cursor<'_>) -> Statement {
             break;
         }
     }
-    let query_blocks = c.toks.iter().filter(|t| t.is_kw(c.sql, "SELECT")).count();
+    // Counted only for a locking SELECT: plain ones are the hot path and never qualify.
+    let locks_every_read =
+        locking && c.toks.iter().filter(|t| t.is_kw(c.sql, "SELECT")).count() == 1;
     Statement::Read(ReadKind::Select {
         locking,
-        locks_every_read: locking && query_blocks == 1,
+        locks_every_read,
     })
 }
 
